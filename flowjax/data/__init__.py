@@ -1,0 +1,48 @@
+"""Data for flowjax: 2D toys, Gaussian mixtures, digits and TFDS images through grain.
+
+>>> it = fj.data.make_iterator("checkerboard", global_batch_size=256, seed=0)
+>>> batch = next(it)  # {"x1": float32 (256, 2), "label": int32 (256,)}
+>>> state = it.get_state()  # JSON-serialisable; it.set_state(state) resumes exactly
+"""
+
+from flowjax.data._gmm import GMM_PRESETS as GMM_PRESETS
+from flowjax.data._gmm import MixtureParams as MixtureParams
+from flowjax.data._gmm import gmm_params as gmm_params
+from flowjax.data._gmm import sample_mixture as sample_mixture
+from flowjax.data._pipeline import DataIterator as DataIterator
+from flowjax.data._pipeline import make_iterator as make_iterator
+from flowjax.data._pipeline import time_batches as time_batches
+from flowjax.data._pipeline import validate_batch as validate_batch
+from flowjax.data._registry import DATASETS as DATASETS
+from flowjax.data._registry import DatasetSpec as DatasetSpec
+from flowjax.data._registry import open_source as open_source
+from flowjax.data._registry import reference_samples as reference_samples
+from flowjax.data._registry import spec as spec
+from flowjax.data._sources import ArraySource as ArraySource
+from flowjax.data._sources import SyntheticSource as SyntheticSource
+from flowjax.data._sources import TfdsSource as TfdsSource
+from flowjax.data._sources import digits_arrays as digits_arrays
+from flowjax.data._toys import TOYS as TOYS
+from flowjax.data._toys import sample_toy as sample_toy
+
+__all__ = [
+    "DATASETS",
+    "GMM_PRESETS",
+    "TOYS",
+    "ArraySource",
+    "DataIterator",
+    "DatasetSpec",
+    "MixtureParams",
+    "SyntheticSource",
+    "TfdsSource",
+    "digits_arrays",
+    "gmm_params",
+    "make_iterator",
+    "open_source",
+    "reference_samples",
+    "sample_mixture",
+    "sample_toy",
+    "spec",
+    "time_batches",
+    "validate_batch",
+]
