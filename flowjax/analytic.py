@@ -186,20 +186,25 @@ class GaussianMixture(eqx.Module):
         tight = 1e-10 if x.dtype == jnp.float64 else 1e-6
         rtol = tight if rtol is None else rtol
         atol = tight if atol is None else atol
+        return _solve_flow(self, path, x, s, t, label, rtol, atol, max_steps)
 
-        def rhs(tau, y, _):
-            r = s + tau * (t - s)
-            return (t - s)[:, None] * self.velocity(path, y, r, label)
 
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(rhs),
-            diffrax.Dopri5(),
-            t0=0.0,
-            t1=1.0,
-            dt0=None,
-            y0=x,
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-            saveat=diffrax.SaveAt(t1=True),
-        )
-        return sol.ys[0]
+# Module-level and filter-jitted so that repeated eager calls reuse one compilation.
+@eqx.filter_jit
+def _solve_flow(gmm, path, x, s, t, label, rtol, atol, max_steps):
+    def rhs(tau, y, _):
+        r = s + tau * (t - s)
+        return (t - s)[:, None] * gmm.velocity(path, y, r, label)
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(rhs),
+        diffrax.Dopri5(),
+        t0=0.0,
+        t1=1.0,
+        dt0=None,
+        y0=x,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        saveat=diffrax.SaveAt(t1=True),
+    )
+    return sol.ys[0]

@@ -63,6 +63,15 @@ from flowjax.objectives.weighting import (
 OBJECTIVES: dict[str, str] = {
     "flow_matching": "flowjax.objectives.flow_matching:loss",
     "diffusion": "flowjax.objectives.diffusion:loss",
+    # Flow-map objectives (flowjax/flowmaps/, DESIGN.md): same signature, model = two-time net.
+    "lmd": "flowjax.flowmaps.lmd:loss",
+    "emd": "flowjax.flowmaps.emd:loss",
+    "progressive": "flowjax.flowmaps.progressive:loss",
+    "consistency_distill": "flowjax.flowmaps.consistency_distill:loss",
+    "shortcut": "flowjax.flowmaps.shortcut:loss",
+    "meanflow": "flowjax.flowmaps.meanflow:loss",
+    "lsd": "flowjax.flowmaps.lsd:loss",
+    "consistency_training": "flowjax.flowmaps.consistency_training:loss",
 }
 
 _POSITIONAL = ("params", "key", "batch")

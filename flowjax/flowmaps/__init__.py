@@ -1,0 +1,80 @@
+"""Flow maps: two-time networks X(x, s, t) = x + (t - s) u(x, s, t), their objectives,
+jump samplers and look-ahead guidance.
+
+    X = fj.flowmaps.as_callable(apply_fn, params)        # two-time apply fn -> X(x, s, t)
+    x1 = fj.flowmaps.sample(X, x0, num_steps=2)          # jumps 0 -> 1/2 -> 1
+
+The network is called `apply_fn(params, x, t, s=s)`: destination time t positional, start
+time s keyword (see `_map.py`). Objectives share the signature
+`loss(params, key, batch, *, model, path, ...) -> (scalar, aux)`, `model` being the two-time
+apply function; `FLOWMAP_OBJECTIVES` names them for the global objectives registry.
+"""
+
+from flowjax.flowmaps import consistency_distill as consistency_distill
+from flowjax.flowmaps import consistency_training as consistency_training
+from flowjax.flowmaps import emd as emd
+from flowjax.flowmaps import lmd as lmd
+from flowjax.flowmaps import lsd as lsd
+from flowjax.flowmaps import meanflow as meanflow
+from flowjax.flowmaps import progressive as progressive
+from flowjax.flowmaps import shortcut as shortcut
+from flowjax.flowmaps._guidance import LOOKAHEADS as LOOKAHEADS
+from flowjax.flowmaps._guidance import RESAMPLERS as RESAMPLERS
+from flowjax.flowmaps._guidance import best_of_n as best_of_n
+from flowjax.flowmaps._guidance import guided_sample as guided_sample
+from flowjax.flowmaps._guidance import importance_sample as importance_sample
+from flowjax.flowmaps._guidance import lookahead_fn as lookahead_fn
+from flowjax.flowmaps._map import BoundFlowMap as BoundFlowMap
+from flowjax.flowmaps._map import FlowMap as FlowMap
+from flowjax.flowmaps._map import as_callable as as_callable
+from flowjax.flowmaps._map import flow_map_apply as flow_map_apply
+from flowjax.flowmaps._map import semigroup_violation as semigroup_violation
+from flowjax.flowmaps._map import velocity_of as velocity_of
+from flowjax.flowmaps._ode import SOLVERS as SOLVERS
+from flowjax.flowmaps._ode import ODEFlowMap as ODEFlowMap
+from flowjax.flowmaps._ode import ode_average_velocity as ode_average_velocity
+from flowjax.flowmaps._ode import ode_flow_map as ode_flow_map
+from flowjax.flowmaps._sample import sample as sample
+from flowjax.flowmaps._sample import sample_stochastic as sample_stochastic
+
+# name -> "module:function", for `flowjax.objectives.OBJECTIVES`.
+FLOWMAP_OBJECTIVES: dict[str, str] = {
+    "lmd": "flowjax.flowmaps.lmd:loss",
+    "emd": "flowjax.flowmaps.emd:loss",
+    "progressive": "flowjax.flowmaps.progressive:loss",
+    "consistency_distill": "flowjax.flowmaps.consistency_distill:loss",
+    "shortcut": "flowjax.flowmaps.shortcut:loss",
+    "meanflow": "flowjax.flowmaps.meanflow:loss",
+    "lsd": "flowjax.flowmaps.lsd:loss",
+    "consistency_training": "flowjax.flowmaps.consistency_training:loss",
+}
+
+__all__ = [
+    "FLOWMAP_OBJECTIVES",
+    "LOOKAHEADS",
+    "RESAMPLERS",
+    "SOLVERS",
+    "BoundFlowMap",
+    "FlowMap",
+    "ODEFlowMap",
+    "as_callable",
+    "best_of_n",
+    "consistency_distill",
+    "consistency_training",
+    "emd",
+    "flow_map_apply",
+    "guided_sample",
+    "importance_sample",
+    "lmd",
+    "lookahead_fn",
+    "lsd",
+    "meanflow",
+    "ode_average_velocity",
+    "ode_flow_map",
+    "progressive",
+    "sample",
+    "sample_stochastic",
+    "semigroup_violation",
+    "shortcut",
+    "velocity_of",
+]

@@ -1,0 +1,50 @@
+"""Shared pieces of consistency distillation and consistency training in flow-map form.
+
+A consistency function is f(x_t, t) = X(x_t, t, 1) (Song et al. 2023, "Consistency models",
+in flowjax time where t = 1 is data); f(x, 1) = x holds by construction of X
+(the boundary condition their c_skip / c_out parameterization enforces, eq. (5)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from flowjax.flowmaps import _common
+
+
+def validate(kwargs, objective: str) -> None:
+    if "model" in kwargs:
+        _common.check_model(kwargs["model"], objective)
+    if "path" in kwargs:
+        _common.check_path(kwargs["path"], objective)
+    if "num_steps" in kwargs:
+        _common.check_positive(kwargs["num_steps"], "num_steps", objective, integer=True)
+    if "distance" in kwargs:
+        _common.check_choice(kwargs["distance"], "distance", _common.DISTANCES, objective)
+    if "huber_c" in kwargs:
+        _common.check_positive(kwargs["huber_c"], "huber_c", objective)
+
+
+def grid_times(key, n: int, num_steps: int, dtype):
+    """(t_n, t_{n+1}) on the uniform grid t_k = k / N, n ~ U{0, ..., N - 1} (Song et al. 2023,
+    Algorithms 2-3); at n = N - 1 the target X(., 1, 1) is the identity."""
+    idx = jax.random.randint(key, (n,), 0, num_steps)
+    return idx.astype(dtype) / num_steps, (idx + 1).astype(dtype) / num_steps
+
+
+def loss_from_points(
+    X, params, target_params, x_t, t, x_next, t_next, labels, key, distance, huber_c
+):
+    """d(X_theta(x_t, t, 1), sg X_theta-(x_next, t_next, 1)) per example, and its mean.
+
+    theta- is `target_params` (an EMA, Song et al. 2023, eq. (7)) or, when None, sg(theta)
+    (EMA decay 0, the choice of Song & Dhariwal 2023, iCT).
+    """
+    one = jnp.ones_like(t)
+    pred = X(params, x_t, t, one, y=labels, key=key)
+    theta_minus = jax.lax.stop_gradient(params if target_params is None else target_params)
+    target = jax.lax.stop_gradient(X(theta_minus, x_next, t_next, one, y=labels))
+    per_example = _common.distance(pred - target, distance, huber_c)
+    value = jnp.mean(per_example)
+    return value, per_example
