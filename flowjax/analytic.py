@@ -17,6 +17,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from flowjax.paths import AffinePath
@@ -42,21 +43,29 @@ class GaussianMixture(eqx.Module):
         if means.ndim != 2:
             raise ValueError(f"GaussianMixture: means must have shape (K, D), got {means.shape}")
         k = means.shape[0]
-        stds = jnp.broadcast_to(jnp.asarray(stds, means.dtype), (k,)) if jnp.ndim(stds) == 0 \
+        if weights is None:
+            weights = jnp.full((k,), 1.0 / k, means.dtype)
+        stds_in, weights_in = stds, weights
+        stds = (
+            jnp.broadcast_to(jnp.asarray(stds, means.dtype), (k,))
+            if jnp.ndim(stds) == 0
             else jnp.asarray(stds, means.dtype)
-        weights = jnp.full((k,), 1.0 / k, means.dtype) if weights is None \
-            else jnp.asarray(weights, means.dtype)
+        )
+        weights = jnp.asarray(weights, means.dtype)
         if stds.shape != (k,) or weights.shape != (k,):
             raise ValueError(
                 f"GaussianMixture: stds and weights must have shape ({k},) to match means "
                 f"{means.shape}, got stds {stds.shape} and weights {weights.shape}"
             )
-        if not isinstance(stds, jax.core.Tracer) and bool(jnp.any(stds <= 0)):
-            raise ValueError(f"GaussianMixture: stds must be positive, got {stds}")
-        if not isinstance(weights, jax.core.Tracer) and (
-            bool(jnp.any(weights < 0)) or not bool(jnp.sum(weights) > 0)
-        ):
-            raise ValueError(f"GaussianMixture: weights must be >= 0 and not all 0, got {weights}")
+        # Value checks only where the inputs are concrete (not when built inside jit).
+        if not isinstance(stds_in, jax.core.Tracer) and np.any(np.asarray(stds_in) <= 0):
+            raise ValueError(f"GaussianMixture: stds must be positive, got {stds_in}")
+        if not isinstance(weights_in, jax.core.Tracer):
+            w = np.asarray(weights_in)
+            if np.any(w < 0) or not w.sum() > 0:
+                raise ValueError(
+                    f"GaussianMixture: weights must be >= 0 and not all 0, got {weights_in}"
+                )
         self.means, self.stds, self.weights = means, stds, weights / jnp.sum(weights)
 
     @property
@@ -90,9 +99,7 @@ class GaussianMixture(eqx.Module):
     def _check_x(self, x):
         x = jnp.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(
-                f"GaussianMixture: x must have shape (B, {self.dim}), got {x.shape}"
-            )
+            raise ValueError(f"GaussianMixture: x must have shape (B, {self.dim}), got {x.shape}")
         return x
 
     def _coeffs(self, path, x, t):
@@ -113,9 +120,9 @@ class GaussianMixture(eqx.Module):
             label = jnp.broadcast_to(jnp.asarray(label), x.shape[:1])
             own = jnp.arange(self.num_components)[None] == label[:, None]
             log_w = jnp.where(own, 0.0, -jnp.inf)
-        log_comp = log_w - 0.5 * self.dim * jnp.log(2 * jnp.pi * var) - 0.5 * jnp.sum(
-            diff**2, -1
-        ) / var
+        log_comp = (
+            log_w - 0.5 * self.dim * jnp.log(2 * jnp.pi * var) - 0.5 * jnp.sum(diff**2, -1) / var
+        )
         log_p = jax.nn.logsumexp(log_comp, axis=1)
         return diff, var, log_comp - log_p[:, None], log_p
 

@@ -17,7 +17,7 @@ distributions (EDM's log-normal sigma) be used with any path.
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -34,6 +34,7 @@ __all__ = [
     "Polynomial",
     "EDM",
     "KINDS",
+    "canonical_kind",
     "convert",
     "change_path",
     "get_path",
@@ -308,7 +309,8 @@ KINDS = ("velocity", "x1", "eps", "score")
 _ALIASES = {"v": "velocity", "data": "x1", "x0": "eps", "noise": "eps"}
 
 
-def _canonical(kind: str, arg: str) -> str:
+def canonical_kind(kind: str, arg: str = "kind") -> str:
+    """The canonical name of a prediction kind (aliases resolved); ValueError if unknown."""
     if not isinstance(kind, str):
         raise TypeError(f"{arg} must be a string naming a prediction kind, got {kind!r}")
     kind = _ALIASES.get(kind, kind)
@@ -334,6 +336,9 @@ def _to_x1_eps(pred, kind, path, x, t):
     da, ds = path.d_alpha(t), path.d_sigma(t)
     det = a * ds - s * da
     return (ds * x - s * pred) / det, (a * pred - da * x) / det
+
+
+_canonical = canonical_kind  # backwards-compatible private name
 
 
 def _from_x1_eps(x1, eps, kind, path, t):
@@ -371,7 +376,7 @@ def convert(
     Raises:
       ValueError: unknown kind, or pred/x/t shapes that do not match.
     """
-    src, dst = _canonical(src, "src"), _canonical(dst, "dst")
+    src, dst = canonical_kind(src, "src"), canonical_kind(dst, "dst")
     if not isinstance(path, AffinePath):
         raise TypeError(f"path must be an AffinePath (e.g. fj.paths.CondOT()), got {path!r}")
     pred, x = jnp.asarray(pred), jnp.asarray(x)
@@ -408,7 +413,7 @@ def change_path(
     Returns:
       g(x, t, *args, **kwargs) -> prediction of kind `dst` on dst_path.
     """
-    src, dst = _canonical(src, "src"), _canonical(dst, "dst")
+    src, dst = canonical_kind(src, "src"), canonical_kind(dst, "dst")
 
     def g(x, t, *args, **kwargs):
         x = jnp.asarray(x)
@@ -427,5 +432,3 @@ def change_path(
         return convert(x1, src="x1", dst=dst, path=dst_path, x=x, t=t)
 
     return g
-
-

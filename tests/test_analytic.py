@@ -30,7 +30,9 @@ def test_continuity_equation(x64, path, t):
     dlogp_dt = jax.vmap(jax.grad(logp, argnums=1), (0, None))(x, t)
     grad_logp = jax.vmap(jax.grad(logp), (0, None))(x, t)
     u = gmm.velocity(path, x, t)
-    div = jax.vmap(lambda xi: jnp.trace(jax.jacfwd(lambda y: gmm.velocity(path, y[None], t)[0])(xi)))(x)
+    div = jax.vmap(
+        lambda xi: jnp.trace(jax.jacfwd(lambda y: gmm.velocity(path, y[None], t)[0])(xi))
+    )(x)
     residual = dlogp_dt + div + jnp.sum(u * grad_logp, -1)
     np.testing.assert_allclose(residual, 0.0, atol=1e-9)
 
@@ -71,10 +73,12 @@ def test_log_prob_against_scipy(x64):
 
     gmm = _gmm()
     x = np.asarray(jax.random.normal(jax.random.key(4), (7, 3)))
-    ref = np.log(sum(
-        float(w) * multivariate_normal(np.asarray(m), float(s) ** 2 * np.eye(3)).pdf(x)
-        for m, s, w in zip(gmm.means, gmm.stds, gmm.weights)
-    ))
+    ref = np.log(
+        sum(
+            float(w) * multivariate_normal(np.asarray(m), float(s) ** 2 * np.eye(3)).pdf(x)
+            for m, s, w in zip(gmm.means, gmm.stds, gmm.weights, strict=True)
+        )
+    )
     np.testing.assert_allclose(gmm.log_prob(x), ref, rtol=1e-10)
 
 
@@ -124,7 +128,8 @@ def test_label_restricts_to_one_component(x64):
         gmm.velocity(path, x, 0.6, label=1), single.velocity(path, x, 0.6), rtol=1e-10
     )
     np.testing.assert_allclose(
-        gmm.log_prob_t(path, x, 0.6, label=jnp.full(8, 1)), single.log_prob_t(path, x, 0.6),
+        gmm.log_prob_t(path, x, 0.6, label=jnp.full(8, 1)),
+        single.log_prob_t(path, x, 0.6),
         rtol=1e-10,
     )
 

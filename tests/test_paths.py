@@ -74,7 +74,9 @@ def test_cosine_velocity_is_scaled_v_prediction(x64):
     path = fj.paths.Cosine()
     tt = t[:, None]
     v_salimans = path.alpha(tt) * x0 - path.sigma(tt) * x1
-    np.testing.assert_allclose(path.velocity_target(x0, x1, t), -jnp.pi / 2 * v_salimans, atol=1e-12)
+    np.testing.assert_allclose(
+        path.velocity_target(x0, x1, t), -jnp.pi / 2 * v_salimans, atol=1e-12
+    )
 
 
 def test_edm_noise_levels(x64):
@@ -152,14 +154,17 @@ def test_paths_are_pytrees_under_jit():
     np.testing.assert_allclose(f(other, 0.5), other.alpha(0.5) + other.sigma(0.5), rtol=1e-6)
 
 
-@pytest.mark.parametrize("src_name,dst_name", [("condot", "cosine"), ("vp", "condot"), ("cosine", "edm")])
+@pytest.mark.parametrize(
+    "src_name,dst_name", [("condot", "cosine"), ("vp", "condot"), ("cosine", "edm")]
+)
 def test_change_path_is_exact_for_the_ideal_model(x64, src_name, dst_name):
     # A model that is exact on one path is exact on every other after the SNR change:
     # the analytic mixture's data prediction on src_path, re-expressed on dst_path, must equal
     # the mixture's exact velocity on dst_path.
     src_path, dst_path = PATHS[src_name], PATHS[dst_name]
     gmm = fj.analytic.GaussianMixture(
-        means=jnp.array([[2.0, 0.0], [-1.0, 1.0]]), stds=jnp.array([0.3, 0.6]),
+        means=jnp.array([[2.0, 0.0], [-1.0, 1.0]]),
+        stds=jnp.array([0.3, 0.6]),
         weights=jnp.array([0.7, 0.3]),
     )
     x = 1.5 * jax.random.normal(jax.random.key(3), (8, 2))
