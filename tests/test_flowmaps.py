@@ -489,6 +489,7 @@ def test_lmd_distillation_beats_one_euler_step():
 def test_flowmap_objectives_are_in_the_global_registry():
     # The trainer resolves objectives by name through fj.objectives; every flow-map method
     # must be reachable there and resolve to the module's own loss.
+    assert len(fm.FLOWMAP_OBJECTIVES) == 8
     for name, target in fm.FLOWMAP_OBJECTIVES.items():
         assert fj.objectives.OBJECTIVES[name] == target
         module, _, attr = target.partition(":")

@@ -36,17 +36,12 @@ from flowjax.flowmaps._ode import ode_average_velocity as ode_average_velocity
 from flowjax.flowmaps._ode import ode_flow_map as ode_flow_map
 from flowjax.flowmaps._sample import sample as sample
 from flowjax.flowmaps._sample import sample_stochastic as sample_stochastic
+from flowjax.objectives import OBJECTIVES as _OBJECTIVES
 
 # name -> "module:function", for `flowjax.objectives.OBJECTIVES`.
+# The flow-map entries of the global objectives registry (one source of truth there).
 FLOWMAP_OBJECTIVES: dict[str, str] = {
-    "lmd": "flowjax.flowmaps.lmd:loss",
-    "emd": "flowjax.flowmaps.emd:loss",
-    "progressive": "flowjax.flowmaps.progressive:loss",
-    "consistency_distill": "flowjax.flowmaps.consistency_distill:loss",
-    "shortcut": "flowjax.flowmaps.shortcut:loss",
-    "meanflow": "flowjax.flowmaps.meanflow:loss",
-    "lsd": "flowjax.flowmaps.lsd:loss",
-    "consistency_training": "flowjax.flowmaps.consistency_training:loss",
+    name: target for name, target in _OBJECTIVES.items() if target.startswith("flowjax.flowmaps.")
 }
 
 __all__ = [

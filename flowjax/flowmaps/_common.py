@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+# Batch and path checks are the same for every objective; the flow-map ones reuse them.
+from flowjax.objectives._common import check_batch as check_batch
+from flowjax.objectives._common import check_path as check_path
 from flowjax.objectives.timesteps import resolve_time_dist
-from flowjax.paths import AffinePath
 
 
 def check_model(model, objective: str) -> None:
@@ -17,13 +19,6 @@ def check_model(model, objective: str) -> None:
         raise TypeError(
             f"{objective}: model must be a two-time apply function "
             f"model(params, x, t, *, s=None, y=None, key=None), got {model!r}"
-        )
-
-
-def check_path(path, objective: str) -> None:
-    if not isinstance(path, AffinePath):
-        raise TypeError(
-            f"{objective}: path must be an AffinePath (e.g. fj.paths.CondOT()), got {path!r}"
         )
 
 
@@ -65,29 +60,6 @@ def check_time_dist(time_dist, objective: str):
         return resolve_time_dist(time_dist)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{objective}: {err}") from None
-
-
-def check_batch(batch, objective: str):
-    """(x1, labels or None) after checking keys, dtypes and shapes."""
-    if not isinstance(batch, Mapping):
-        raise TypeError(f"{objective}: batch must be a dict with key 'x1', got {type(batch)}")
-    if "x1" not in batch:
-        raise ValueError(f"{objective}: batch must contain 'x1', got keys {sorted(batch)}")
-    x1 = jnp.asarray(batch["x1"])
-    if not jnp.issubdtype(x1.dtype, jnp.floating):
-        raise TypeError(f"{objective}: batch['x1'] must be floating point, got {x1.dtype}")
-    if x1.ndim < 2 or x1.shape[0] == 0:
-        raise ValueError(f"{objective}: batch['x1'] must have shape (B, *D), got {x1.shape}")
-    labels = batch.get("label")
-    if labels is not None:
-        labels = jnp.asarray(labels)
-        if not jnp.issubdtype(labels.dtype, jnp.integer):
-            raise TypeError(f"{objective}: batch['label'] must be integer, got {labels.dtype}")
-        if labels.shape != x1.shape[:1]:
-            raise ValueError(
-                f"{objective}: batch['label'] must have shape ({x1.shape[0]},), got {labels.shape}"
-            )
-    return x1, labels
 
 
 def with_labels(fn: Callable, labels) -> Callable:
