@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections): `python -m experiments.main --config=configs/NAME.py`."""

@@ -1,0 +1,246 @@
+"""Config validation: every mistake caught before anything is built or compiled.
+
+`validate(config, num_devices, num_processes)` checks the config against the defaults of
+`configs/default.py` (missing or misspelled fields, types), resolves every name through the
+registry that will be used to build it, and checks the numbers (positive rates, divisible
+batch sizes, a mesh that fits the devices). Each problem raises a one-line ValueError that
+names the field by its dotted path and, for names, lists the valid choices.
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+__all__ = ["validate", "NAME_FIELDS", "FREE_FIELDS", "DTYPES", "default_config", "choices"]
+
+# Sub-dicts whose keys are free (passed as keyword arguments to a registered constructor).
+FREE_FIELDS = (
+    "data.kwargs",
+    "model.overrides",
+    "objective.path_kwargs",
+    "objective.coupling_kwargs",
+    "objective.time_dist_kwargs",
+    "objective.weighting_kwargs",
+    "objective.kwargs",
+)
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _attr(module: str, name: str) -> Callable[[], Mapping]:
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+def _own(name: str) -> Callable[[], Mapping]:
+    return _attr(f"flowjax.train.{name.split('.')[0]}", name.split(".")[1])
+
+
+# Field -> registry its value must be a key of. The same registries build the run.
+NAME_FIELDS: dict[str, Callable[[], Any]] = {
+    "data.name": _attr("flowjax.data", "DATASETS"),
+    "model.name": _attr("flowjax.models", "REGISTRY"),
+    "model.dtype": lambda: DTYPES,
+    "objective.name": _attr("flowjax.objectives", "OBJECTIVES"),
+    "objective.path": _attr("flowjax.paths", "PATHS"),
+    "objective.target": _attr("flowjax.paths", "KINDS"),
+    "objective.coupling": _attr("flowjax.couplings", "COUPLINGS"),
+    "objective.time_dist": _attr("flowjax.objectives", "TIME_DISTS"),
+    "objective.weighting": _attr("flowjax.objectives", "WEIGHTINGS"),
+    "optim.name": _own("optim.OPTIMIZERS"),
+    "optim.schedule": _own("optim.SCHEDULES"),
+    "train.on_nonfinite": _own("step.NONFINITE_POLICIES"),
+    "eval.solver": _attr("flowjax.sampling", "SOLVERS"),
+    "eval.metric": _own("evaluation.METRICS"),
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The full default config (`configs/default.py`)."""
+    from configs import default
+
+    return default.get_config()
+
+
+def choices(field: str) -> list[str]:
+    """Valid values of a name field (see `NAME_FIELDS`)."""
+    return sorted(NAME_FIELDS[field]())
+
+
+def _fail(field: str, message: str):
+    raise ValueError(f"config.{field}: {message}")
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _check_structure(config, default, prefix: str = "") -> None:
+    for key in default.keys():
+        field = f"{prefix}{key}"
+        if key not in config:
+            _fail(field, f"missing field (default: {default[key]!r})")
+        if field in FREE_FIELDS:
+            continue
+        want, got = default[key], config[key]
+        if isinstance(want, (ml_collections.ConfigDict, dict)):
+            if not isinstance(got, (ml_collections.ConfigDict, dict)):
+                _fail(field, f"must be a group of fields, got {got!r}")
+            _check_structure(got, want, field + ".")
+        else:
+            _check_type(field, want, got)
+    extra = sorted(set(config.keys()) - set(default.keys()))
+    if extra:
+        where = prefix.rstrip(".") or "config"
+        _fail(
+            f"{prefix}{extra[0]}",
+            f"unknown field; valid fields of {where}: {sorted(default.keys())}",
+        )
+
+
+_TYPES = (  # (default's type, accepted types, description); bool before int
+    (bool, (bool,), "a bool"),
+    (str, (str,), "a string"),
+    (int, (numbers.Integral,), "an int"),
+    (float, (numbers.Real,), "a number"),
+    (tuple, (tuple, list), "a tuple"),
+)
+
+
+def _check_type(field: str, want, got) -> None:
+    for kind, accepted, what in _TYPES:
+        if isinstance(want, kind):
+            if not isinstance(got, accepted) or (kind is not bool and isinstance(got, bool)):
+                _fail(field, f"must be {what}, got {got!r}")
+            return
+
+
+def _number(config, field, *, low=None, high=None, low_open=False, high_open=False, integer=False):
+    value = _get(config, field)
+    kind = "an int" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Integral if integer else numbers.Real
+    ):
+        _fail(field, f"must be {kind}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        _fail(field, f"must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        _fail(field, f"must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return value
+
+
+def _name(config, field) -> None:
+    value = _get(config, field)
+    valid = choices(field)
+    if value not in valid:
+        _fail(field, f"unknown name {value!r}; valid choices: {valid}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+    """Checks a config before anything is built; raises a one-line ValueError naming the field.
+
+    Args:
+      config: a full config (from `configs/*.py:get_config`).
+      num_devices: devices of the mesh (all processes together).
+      num_processes: number of JAX processes.
+    """
+    if not isinstance(config, (ml_collections.ConfigDict, dict)):
+        raise TypeError(f"config must be an ml_collections.ConfigDict, got {type(config)}")
+    _check_structure(config, default_config())
+    for field in NAME_FIELDS:
+        _name(config, field)
+    variants = importlib.import_module("flowjax.models").REGISTRY[config.model.name][1]
+    if config.model.variant not in variants:
+        _fail(
+            "model.variant",
+            f"unknown variant {config.model.variant!r} of model {config.model.name!r}; "
+            f"valid choices: {list(variants)}",
+        )
+
+    _number(config, "seed", low=0, integer=True)
+    # Optimizer.
+    _number(config, "optim.lr", low=0, low_open=True)
+    _number(config, "optim.b1", low=0, high=1, high_open=True)
+    _number(config, "optim.b2", low=0, high=1, high_open=True)
+    _number(config, "optim.eps", low=0, low_open=True)
+    _number(config, "optim.weight_decay", low=0)
+    _number(config, "optim.warmup_steps", low=0, integer=True)
+    _number(config, "optim.min_lr_ratio", low=0, high=1)
+    _number(config, "optim.grad_clip", low=0)
+    accum = _number(config, "optim.accum_steps", low=1, integer=True)
+    # EMA.
+    decays = config.ema.decays
+    if not isinstance(decays, (tuple, list)) or not decays:
+        _fail("ema.decays", f"must be a non-empty tuple of decays in [0, 1), got {decays!r}")
+    for d in decays:
+        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0 <= d < 1:
+            _fail("ema.decays", f"every decay must be in [0, 1), got {d!r}")
+    # Objective.
+    _number(config, "objective.label_dropout", low=0, high=1, high_open=True)
+    # Schedule of the loop.
+    num_steps = _number(config, "train.num_steps", low=1, integer=True)
+    _number(config, "train.steps_per_dispatch", low=1, integer=True)
+    _number(config, "train.log_every", low=1, integer=True)
+    _number(config, "train.checkpoint_every", low=0, integer=True)
+    _number(config, "train.keep_checkpoints", low=1, integer=True)
+    _number(config, "train.prefetch", low=1, integer=True)
+    if config.optim.warmup_steps > num_steps:
+        _fail("optim.warmup_steps", f"{config.optim.warmup_steps} exceeds train.num_steps={num_steps}")
+    # Mesh and batch.
+    fsdp = _number(config, "mesh.fsdp", low=1, integer=True)
+    data = config.mesh.data
+    if isinstance(data, bool) or not isinstance(data, int) or (data < 1 and data != -1):
+        _fail("mesh.data", f"must be a positive int or -1 (all remaining devices), got {data!r}")
+    if data == -1 and num_devices % fsdp:
+        _fail("mesh.fsdp", f"{fsdp} does not divide the number of devices ({num_devices})")
+    if data != -1 and data * fsdp != num_devices:
+        _fail(
+            "mesh.data",
+            f"data * fsdp = {data} * {fsdp} must equal the number of devices ({num_devices}); "
+            "use -1 for all remaining devices",
+        )
+    _number(config, "mesh.fsdp_min_size", low=0, integer=True)
+    batch = _number(config, "data.batch_size", low=1, integer=True)
+    if batch % num_devices:
+        _fail("data.batch_size", f"{batch} is not divisible by the number of devices ({num_devices})")
+    if batch % num_processes:
+        _fail("data.batch_size", f"{batch} is not divisible by the number of processes ({num_processes})")
+    if batch % (accum * num_devices):
+        _fail(
+            "optim.accum_steps",
+            f"data.batch_size={batch} must be divisible by accum_steps * devices "
+            f"= {accum} * {num_devices}",
+        )
+    # Evaluation.
+    _number(config, "eval.every", low=-1, integer=True)
+    _number(config, "eval.num_samples", low=1, integer=True)
+    if _number(config, "eval.num_steps", low=0, integer=True) == 0:
+        adaptive = importlib.import_module("flowjax.sampling").ADAPTIVE_SOLVERS
+        if config.eval.solver not in adaptive:
+            _fail(
+                "eval.solver",
+                f"{config.eval.solver!r} needs eval.num_steps > 0; adaptive solvers "
+                f"(eval.num_steps=0): {sorted(adaptive)}",
+            )
+    _number(config, "eval.batch_size", low=1, integer=True)
+    _number(config, "eval.t_eps", low=0, high=0.5, high_open=True)
+    _number(config, "eval.rtol", low=0, low_open=True)
+    _number(config, "eval.atol", low=0, low_open=True)
+    _number(config, "eval.guidance", low=0)
+    _number(config, "eval.num_images", low=1, integer=True)
+    _number(config, "eval.seed", low=0, integer=True)
+    ema_index = _number(config, "eval.ema_index", low=-1, integer=True)
+    if ema_index >= len(decays):
+        _fail("eval.ema_index", f"{ema_index} but there are {len(decays)} EMA decay(s); -1: raw params")
+    # Objective arguments (also resolves coupling/time_dist/weighting with their kwargs).
+    from flowjax.train.experiment import objective_kwargs
+
+    spec = importlib.import_module("flowjax.data").spec(config.data.name)
+    objective_kwargs(config, spec)
