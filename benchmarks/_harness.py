@@ -149,8 +149,8 @@ def measure(
       units_per_call: work units per call (e.g. K optimizer steps per dispatch); times are
         reported per unit.
       warmup: calls before timing, the first included (>= 1).
-      warmup_s: after the first call, warm-up calls go on until this many seconds have
-        passed too (thread pools, allocators and caches settle over many calls, not one).
+      warmup_s: after the first call, warm-up calls go on while one more fits in this many
+        seconds (thread pools, allocators and caches settle over many calls, not one).
       repeats: timed blocks; their median is reported.
       min_repeat_s: a block runs enough calls to last at least this long.
       max_number: cap on calls per block.
@@ -174,7 +174,8 @@ def measure(
             first_call_s = time.perf_counter() - t0
         with CompileWatch() as steady:
             last, calls, start = first_call_s, 1, time.perf_counter()
-            while calls < warmup or time.perf_counter() - start < warmup_s:
+            # Extra warm-up calls only while one more fits in warmup_s (slow calls get none).
+            while calls < warmup or time.perf_counter() - start + last < warmup_s:
                 t0 = time.perf_counter()
                 sync(call())
                 last = time.perf_counter() - t0

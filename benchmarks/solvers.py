@@ -112,41 +112,86 @@ def _no_sync(out) -> None:
     del out
 
 
-# Tolerances tried for the peer, as multiples of (rtol, atol), when its result at flowjax's
-# tolerance misses the reference: the first that meets it gives the equal-result ratio.
-PEER_TOL_FACTORS = (1.0, 0.3, 0.1, 0.03, 0.01)
+# Tolerances tried, as multiples of (rtol, atol), when a result at the requested tolerance
+# misses the reference: both solvers are tightened together to the first level at which
+# both results meet it.
+TOL_FACTORS = (1.0, 0.3, 0.1, 0.03, 0.01)
 
 
-def _peer_ladder(ctx: Context, *, suite: str, case: str, label: str, fj_row: dict, fj_check,
-                 peer_fn, ref, atol: float, flops_eval, n: int, extra: dict) -> None:
-    """Times the peer at flowjax's tolerance (equal-tolerance ratio, refused if either result
-    misses the reference) and, if the peer missed it, at the loosest tighter tolerance whose
-    result meets it (equal-result ratio).
+def _first_passing(fn, ref, atol: float, name: str, tols, known=None) -> list:
+    """[(tol, nfe, check)] for tol in `tols` until a result meets the reference.
 
-    `peer_fn(tol, count)` returns (result as numpy, nfe or None) and runs untimed with
-    counting when `count` is True.
+    `fn(tol)` returns (result as numpy, nfe); `known` is the (result, nfe) at tols[0].
+    """
+    levels = []
+    for i, tol in enumerate(tols):
+        got, nfe = known if (i == 0 and known is not None) else fn(tol)
+        check = agreement(f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref,
+                          atol=atol)
+        levels.append((tol, nfe, check))
+        if check["ok"]:
+            break
+    return levels
+
+
+def _solver_comparisons(ctx: Context, *, suite: str, case: str, label: str, fj_row: dict,
+                        fj_known, fj_fn, fj_time, peer_fn, peer_time, ref, atol: float,
+                        flops_eval, n: int, extra: dict) -> None:
+    """Equal-tolerance ratio at the requested tolerance (refused unless both results meet
+    the reference), then, if refused, at the loosest common tighter tolerance where both do.
+
+    `*_fn(tol)` -> (numpy result, nfe), untimed; `*_time(tol)` runs one timed call.
     """
     s = ctx.settings
-    for i, factor in enumerate(PEER_TOL_FACTORS):
-        tol = s.rtol * factor
-        got, nfe = peer_fn(tol, True)
-        check = agreement(f"flow_matching {label} vs float64 reference (rtol=atol={tol:g})",
-                          got, ref, atol=atol)
-        if i > 0 and not check["ok"]:
-            continue
-        timing = ctx.measure(lambda tol=tol: peer_fn(tol, False), sync=_no_sync)
-        row = _row(ctx, suite, case, "flow_matching", timing, nfe=nfe, flops_per_eval=flops_eval,
-                   n=n, **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
-                   max_abs_err_vs_ref=check["max_abs_err"])
-        match = "equal_tolerance" if i == 0 else "equal_result"
-        what = ("equal tolerance" if i == 0
-                else f"equal result: flow_matching tightened to rtol=atol={tol:g}")
-        _compare(ctx, f"{case}: flowjax vs flow_matching ODESolver ({what})", suite, fj_row,
-                 row, [fj_check, check], match)
-        if check["ok"] or not fj_check["ok"]:
-            return
-    ctx.recorder.notes.append(f"{case}: flow_matching met the reference at no tolerance down "
-                              f"to {s.rtol * PEER_TOL_FACTORS[-1]:g}")
+    tols = [s.rtol * f for f in TOL_FACTORS]
+    fj_levels = _first_passing(fj_fn, ref, atol, f"flowjax {label}", tols, fj_known)
+    peer_levels = _first_passing(peer_fn, ref, atol, f"flow_matching {label}", tols)
+    fj_row["max_abs_err_vs_ref"] = fj_levels[0][2]["max_abs_err"]
+
+    def peer_row(tol, nfe, check):
+        timing = ctx.measure(lambda: peer_time(tol), sync=_no_sync)
+        return _row(ctx, suite, case, "flow_matching", timing, nfe=nfe,
+                    flops_per_eval=flops_eval, n=n,
+                    **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+                    max_abs_err_vs_ref=check["max_abs_err"])
+
+    row0 = peer_row(*peer_levels[0])
+    _compare(ctx, f"{case}: flowjax vs flow_matching ODESolver (equal tolerance {tols[0]:g})",
+             suite, fj_row, row0, [fj_levels[0][2], peer_levels[0][2]], "equal_tolerance")
+    if fj_levels[0][2]["ok"] and peer_levels[0][2]["ok"]:
+        return
+    if not (fj_levels[-1][2]["ok"] and peer_levels[-1][2]["ok"]):
+        ctx.recorder.notes.append(
+            f"{case}: no tolerance down to {tols[-1]:g} gave both results within {atol:g} "
+            "of the reference; no tightened comparison")
+        return
+    j = max(len(fj_levels), len(peer_levels)) - 1
+    tol = tols[j]
+
+    def at(levels, fn, name):
+        if len(levels) - 1 == j:
+            return levels[j][1], levels[j][2]
+        got, nfe = fn(tol)
+        return nfe, agreement(f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref,
+                              atol=atol)
+
+    fj_nfe, fj_check = at(fj_levels, fj_fn, f"flowjax {label}")
+    peer_nfe, peer_check = at(peer_levels, peer_fn, f"flow_matching {label}")
+    timing = ctx.measure(lambda: fj_time(tol))
+    fj_row_j = _row(ctx, suite, case, "flowjax", timing, nfe=fj_nfe, flops_per_eval=flops_eval,
+                    n=n, **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+                    max_abs_err_vs_ref=fj_check["max_abs_err"])
+    if len(peer_levels) - 1 == j:
+        row_j = peer_row(tol, peer_nfe, peer_check)
+    else:
+        timing = ctx.measure(lambda: peer_time(tol), sync=_no_sync)
+        row_j = _row(ctx, suite, case, "flow_matching", timing, nfe=peer_nfe,
+                     flops_per_eval=flops_eval, n=n,
+                     **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+                     max_abs_err_vs_ref=peer_check["max_abs_err"])
+    _compare(ctx, f"{case}: flowjax vs flow_matching ODESolver (equal tolerance tightened to "
+             f"{tol:g}, both meet the reference)", suite, fj_row_j, row_j,
+             [fj_check, peer_check], "equal_tolerance_tightened")
 
 
 def _fj_solver_row(ctx, suite, case, call, jitted, args, flops_eval, n, extra):
@@ -183,20 +228,29 @@ def run_sample(ctx: Context) -> None:
     model = port_mlp(params, hyper, 2).eval()
     x0_t = torch.from_numpy(x0)
 
-    def peer_fn(tol, count):
-        m = count_calls(model) if count else model
-        out = fm_sample(m, x0_t, rtol=tol, atol=tol * s.atol / s.rtol)
-        return (out.numpy(), m.calls) if count else out
+    def peer_fn(tol):
+        m = count_calls(model)
+        return fm_sample(m, x0_t, rtol=tol, atol=tol * s.atol / s.rtol).numpy(), m.calls
+
+    def peer_time(tol):
+        return fm_sample(model, x0_t, rtol=tol, atol=tol * s.atol / s.rtol)
+
+    def fj_time(tol):
+        return fj.sampling.sample_ode(v, x0_j, solver="dopri5", rtol=tol,
+                                      atol=tol * s.atol / s.rtol)
+
+    def fj_fn(tol):
+        out, info = fj_time(tol)
+        return np.asarray(out), int(info["nfe"])
 
     model64 = port_mlp(params, hyper, 2, dtype=torch.float64).eval()
     ref = fm_sample(model64, x0_t.double(), rtol=s.ref_tol, atol=s.ref_tol).numpy()
-    fj_check = agreement("flowjax samples vs float64 reference", x1_fj, ref, atol=s.sample_atol)
-    fj_row["max_abs_err_vs_ref"] = fj_check["max_abs_err"]
     ctx.recorder.notes.append(f"{case}: reference = float64 torch port, torchdiffeq dopri5 at "
                               f"rtol = atol = {s.ref_tol:g}")
-    _peer_ladder(ctx, suite="sample", case=case, label="samples", fj_row=fj_row,
-                 fj_check=fj_check, peer_fn=peer_fn, ref=ref, atol=s.sample_atol,
-                 flops_eval=flops_eval, n=s.n_sample, extra=extra)
+    _solver_comparisons(ctx, suite="sample", case=case, label="samples", fj_row=fj_row,
+                        fj_known=(np.asarray(x1_fj), fj_row["nfe"]), fj_fn=fj_fn,
+                        fj_time=fj_time, peer_fn=peer_fn, peer_time=peer_time, ref=ref,
+                        atol=s.sample_atol, flops_eval=flops_eval, n=s.n_sample, extra=extra)
 
 
 def run_likelihood(ctx: Context) -> None:
@@ -230,18 +284,28 @@ def run_likelihood(ctx: Context) -> None:
     model = port_mlp(params, hyper, 2).eval()
     x1_t = torch.from_numpy(x1)
 
-    def peer_fn(tol, count):
-        m = count_calls(model) if count else model
+    def peer_fn(tol):
+        m = count_calls(model)
         out = fm_log_prob(m, x1_t, rtol=tol, atol=tol * s.atol / s.rtol, exact=True)
-        return (out.detach().numpy(), m.calls) if count else out
+        return out.detach().numpy(), m.calls
+
+    def peer_time(tol):
+        return fm_log_prob(model, x1_t, rtol=tol, atol=tol * s.atol / s.rtol, exact=True)
+
+    def fj_time(tol):
+        return fj.likelihood.log_prob(v, x1_j, divergence="exact", rtol=tol,
+                                      atol=tol * s.atol / s.rtol)
+
+    def fj_fn(tol):
+        out, info = fj_time(tol)
+        return np.asarray(out), int(info["nfe"])
 
     model64 = port_mlp(params, hyper, 2, dtype=torch.float64).eval()
     ref = fm_log_prob(model64, x1_t.double(), rtol=s.ref_tol, atol=s.ref_tol).detach().numpy()
-    fj_check = agreement("flowjax log p vs float64 reference", logp_fj, ref, atol=s.logp_atol)
-    fj_row["max_abs_err_vs_ref"] = fj_check["max_abs_err"]
-    _peer_ladder(ctx, suite="likelihood", case=case, label="log p", fj_row=fj_row,
-                 fj_check=fj_check, peer_fn=peer_fn, ref=ref, atol=s.logp_atol,
-                 flops_eval=flops_eval, n=s.n_likelihood, extra=extra)
+    _solver_comparisons(ctx, suite="likelihood", case=case, label="log p", fj_row=fj_row,
+                        fj_known=(np.asarray(logp_fj), fj_row["nfe"]), fj_fn=fj_fn,
+                        fj_time=fj_time, peer_fn=peer_fn, peer_time=peer_time, ref=ref,
+                        atol=s.logp_atol, flops_eval=flops_eval, n=s.n_likelihood, extra=extra)
 
 
 def _image_model(ctx: Context, model: str):

@@ -53,7 +53,7 @@ def get_config(arg=None):
     if method == "ddpm":
         config.objective.time_dist = "discrete_ddpm"  # Ho et al. 2020: T = 1000 steps
     if "smoke" in flags:
-        common.set_smoke(config)
+        common.set_smoke(config, steps_per_dispatch=1)
         config.model.dtype = "float32"
         # One resolution, no attention: the smallest U-Net that runs on 32x32.
         config.model.overrides = ml_collections.ConfigDict(

@@ -59,13 +59,17 @@ def set_method(config: ml_collections.ConfigDict, method: str) -> None:
         config.eval.t_eps = 1e-3
 
 
-def set_smoke(config: ml_collections.ConfigDict, model_variant: str = "tiny") -> None:
-    """Shrinks a config to a few steps of a tiny model (laptop / CI)."""
-    config.model.variant = model_variant
+def set_smoke(config: ml_collections.ConfigDict, *, steps_per_dispatch: int = 5) -> None:
+    """Shrinks a config to a few steps of a tiny model (laptop / CI).
+
+    Convolutional models should pass steps_per_dispatch=1: on CPU the K steps of a dispatch
+    are unrolled (see `train.scan_unroll`), so K multiplies their compile time.
+    """
+    config.model.variant = "tiny"
     config.model.overrides = ml_collections.ConfigDict()
     config.data.batch_size = 32
     config.train.num_steps = 20
-    config.train.steps_per_dispatch = 5
+    config.train.steps_per_dispatch = steps_per_dispatch
     config.train.log_every = 10
     config.train.checkpoint_every = 10
     config.optim.warmup_steps = 2

@@ -64,6 +64,9 @@ def get_config(arg=None):
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 5000
     c.train.steps_per_dispatch = 10  # optimizer steps per jitted call (lax.scan)
+    # lax.scan unroll factor; 0: auto (no loop on CPU, where convolution gradients run
+    # ~10x slower inside loops, jax#12868; a rolled loop on GPU/TPU).
+    c.train.scan_unroll = 0
     c.train.log_every = 100
     c.train.checkpoint_every = 1000  # 0: only at the end
     c.train.keep_checkpoints = 3

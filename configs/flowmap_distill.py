@@ -14,7 +14,8 @@ prediction kind converted to a velocity on its own path).
       --config.objective.kwargs.teacher=/tmp/toy2d_fm
   #    (or --config=configs/flowmap_distill.py:lmd,teacher=/tmp/toy2d_fm)
   # 3. sample it in 1 or 2 jumps
-  python -c "import jax, flowjax as fj; X = fj.flowmaps.teacher.load_flow_map('/tmp/fm_lmd');
+  python -c "import jax, flowjax as fj; from flowjax.flowmaps.teacher import load_flow_map;
+  X = load_flow_map('/tmp/fm_lmd');
   print(fj.flowmaps.sample(X, jax.random.normal(jax.random.key(0), (8, 2)), num_steps=2))"
 
 Variants (comma-separated): a method, one of lmd, emd, progressive, consistency_distill
@@ -62,8 +63,7 @@ def _parse(arg):
     unknown = flags - set(METHOD_KWARGS) - {"smoke"}
     if unknown:
         raise ValueError(
-            f"unknown config variant(s) {sorted(unknown)}; valid: {list(METHOD_KWARGS)} and "
-            "'smoke'"
+            f"unknown config variant(s) {sorted(unknown)}; valid: {list(METHOD_KWARGS)} and 'smoke'"
         )
     methods = flags & set(METHOD_KWARGS)
     if len(methods) > 1:

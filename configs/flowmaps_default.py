@@ -142,8 +142,10 @@ def get_config(arg=None):
     c.guidance.enabled = True
     c.guidance.method = ""  # "": the best jump-sampled method at 1 step
     c.guidance.nfe = 8  # network evaluations per sample, the same for every approach
-    c.guidance.scales = (0.25, 1.0, 4.0)  # gradient guidance strengths (both look-aheads)
-    c.guidance.temperatures = (0.3, 1.0)  # SMC: target p(x1) exp(r(x1) / T)
+    # Gradient guidance strengths, the same for both look-aheads (the reward's gradient is
+    # ~1 / box_softness = 10 outside the box; from scale ~1 on the steps overshoot).
+    c.guidance.scales = (0.05, 0.25)
+    c.guidance.temperatures = (0.3,)  # SMC: target p(x1) exp(r(x1) / T)
     c.guidance.num_samples = 1000
     c.guidance.repeats = 2
     c.guidance.seed = 77

@@ -41,7 +41,7 @@ def get_config(arg=None):
     config.eval.metric = "none"
     common.set_method(config, common.method_of(flags))
     if "smoke" in flags:
-        common.set_smoke(config)
+        common.set_smoke(config, steps_per_dispatch=1)
         # One resolution, no attention: the smallest U-Net that runs on 28x28.
         config.model.overrides = ml_collections.ConfigDict(
             {"ch_mult": (1,), "attn_resolutions": ()}

@@ -13,12 +13,16 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                        "flowmaps_default.py")
+_DEFAULT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "flowmaps_default.py"
+)
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", _DEFAULT, "Experiment config, e.g. "
-                                "configs/flowmaps_digits.py (default: the embedded 2D one).")
+config_flags.DEFINE_config_file(
+    "config",
+    _DEFAULT,
+    "Experiment config, e.g. configs/flowmaps_digits.py (default: the embedded 2D one).",
+)
 flags.DEFINE_string("workdir", None, "Directory for report.md, results.json and plots.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -33,9 +37,11 @@ def main(argv):
         results = experiment.run(FLAGS.config, FLAGS.workdir, command=command)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")  # one line, exit status 1
-    print(f"\nwall time {results['timing']['wall_s']:.0f} s (process CPU time "
-          f"{results['timing']['cpu_s']:.0f} s); report: "
-          f"{os.path.join(FLAGS.workdir, 'report.md')}")
+    print(
+        f"\nwall time {results['timing']['wall_s']:.0f} s (process CPU time "
+        f"{results['timing']['cpu_s']:.0f} s); report: "
+        f"{os.path.join(FLAGS.workdir, 'report.md')}"
+    )
     for name, lines in results["findings"].items():
         print(f"\n[{name}] findings:")
         for line in lines:

@@ -13,7 +13,7 @@ is auto-detected), or set config.distributed.initialize=True.
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import flowjax as fj
@@ -56,6 +56,8 @@ def initialize_distributed(config) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     config = FLAGS.config
     initialize_distributed(config)
     try:

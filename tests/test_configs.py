@@ -44,7 +44,15 @@ def test_default_config_validates_and_has_every_section():
     config = default.get_config()
     validate(config, 1)
     assert set(config.keys()) == {
-        "seed", "data", "model", "objective", "optim", "ema", "train", "mesh", "eval",
+        "seed",
+        "data",
+        "model",
+        "objective",
+        "optim",
+        "ema",
+        "train",
+        "mesh",
+        "eval",
         "distributed",
     }
 
@@ -111,22 +119,48 @@ def test_unknown_name_lists_the_registry(field):
 
 
 BAD = [
-    (_set("model.variant", "huge"), "config.model.variant: unknown variant 'huge' of model 'mlp'; valid choices: ['tiny', 'base', 'residual']"),
-    (_set("objective.weighting", "snr"), "config.objective.weighting: objective 'flow_matching' takes no weighting"),
+    (
+        _set("model.variant", "huge"),
+        "config.model.variant: unknown variant 'huge' of model 'mlp'; "
+        "valid choices: ['tiny', 'base', 'residual']",
+    ),
+    (
+        _set("objective.weighting", "snr"),
+        "config.objective.weighting: objective 'flow_matching' takes no weighting",
+    ),
     (_set("optim.lr", -1e-3), "config.optim.lr: must be > 0, got -0.001"),
     (_set("optim.weight_decay", -0.1), "config.optim.weight_decay: must be >= 0, got -0.1"),
     (_set("ema.decays", (0.999, 1.5)), "config.ema.decays: every decay must be in [0, 1), got 1.5"),
-    (_set("data.batch_size", 100), "config.data.batch_size: 100 is not divisible by the number of devices (8)"),
-    (_set("mesh.data", 3), "config.mesh.data: data * fsdp = 3 * 1 must equal the number of devices (8)"),
+    (
+        _set("data.batch_size", 100),
+        "config.data.batch_size: 100 is not divisible by the number of devices (8)",
+    ),
+    (
+        _set("mesh.data", 3),
+        "config.mesh.data: data * fsdp = 3 * 1 must equal the number of devices (8)",
+    ),
     (_set("mesh.fsdp", 3), "config.mesh.fsdp: 3 does not divide the number of devices (8)"),
-    (_set("optim.accum_steps", 64), "config.optim.accum_steps: data.batch_size=256 must be divisible by accum_steps * devices = 64 * 8"),
+    (
+        _set("optim.accum_steps", 64),
+        "config.optim.accum_steps: data.batch_size=256 must be divisible by "
+        "accum_steps * devices = 64 * 8",
+    ),
     (_retype("train", "num_steps", "1000"), "config.train.num_steps: must be an int, got '1000'"),
     (_retype("ema", "warmup", 1), "config.ema.warmup: must be a bool, got 1"),
     (_set("eval.ema_index", 1), "config.eval.ema_index: 1 but there are 1 EMA decay(s)"),
-    (_both(_set("eval.solver", "euler"), _set("eval.num_steps", 0)), "config.eval.solver: 'euler' needs eval.num_steps > 0"),
-    (_set("objective.time_dist_kwargs", ml_collections.ConfigDict({"sd": 1.0})), "config.objective.time_dist_kwargs:"),
+    (
+        _both(_set("eval.solver", "euler"), _set("eval.num_steps", 0)),
+        "config.eval.solver: 'euler' needs eval.num_steps > 0",
+    ),
+    (
+        _set("objective.time_dist_kwargs", ml_collections.ConfigDict({"sd": 1.0})),
+        "config.objective.time_dist_kwargs:",
+    ),
     (_delete("optim.b2"), "config.optim.b2: missing field (default: 0.999)"),
-    (_set("optim.learning_rate", 1e-3), "config.optim.learning_rate: unknown field; valid fields of optim: ["),
+    (
+        _set("optim.learning_rate", 1e-3),
+        "config.optim.learning_rate: unknown field; valid fields of optim: [",
+    ),
 ]
 
 
@@ -184,7 +218,9 @@ def test_point_smoke_variants_train(name, arg, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, arg", [("digits", "ddpm,smoke"), ("mnist", "fm,smoke"), ("cifar10", "ddpm,smoke")])
+@pytest.mark.parametrize(
+    "name, arg", [("digits", "ddpm,smoke"), ("mnist", "fm,smoke"), ("cifar10", "ddpm,smoke")]
+)
 def test_image_smoke_variants_train(name, arg, tmp_path):
     summary = _train_smoke(name, arg, tmp_path)
     if name == "digits":
@@ -209,7 +245,9 @@ def _main(*args, expect=0):
 
 def test_launcher_reports_a_bad_override_in_one_line(tmp_path):
     proc = _main(
-        "--config=configs/toy2d.py:fm,smoke", f"--workdir={tmp_path}", "--config.optim.lr=-1",
+        "--config=configs/toy2d.py:fm,smoke",
+        f"--workdir={tmp_path}",
+        "--config.optim.lr=-1",
         expect=1,
     )
     assert proc.stderr.strip().splitlines()[-1] == "error: config.optim.lr: must be > 0, got -1.0"
@@ -218,7 +256,11 @@ def test_launcher_reports_a_bad_override_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_launcher_train_eval_sample(tmp_path):
-    base = ["--config=configs/toy2d.py:fm,smoke", f"--workdir={tmp_path}"]
+    base = [
+        "--config=configs/toy2d.py:fm,smoke",
+        f"--workdir={tmp_path}",
+        "--config.eval.at_start=False",
+    ]
     _main(*base, "--config.train.num_steps=10", "--config.eval.every=-1")
     assert [r["step"] for r in fj.train.read_metrics(str(tmp_path))] == [10]
     # Resumes and continues to 20 with a command-line override.

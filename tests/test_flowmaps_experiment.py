@@ -86,8 +86,12 @@ def test_harness_writes_results_report_and_plots(tiny_runs):
     assert results["timing"]["wall_s"] > 0 and results["timing"]["datasets"]["gmm"]["total_s"] > 0
     ds = results["datasets"]["gmm"]
     assert ds["primary_metric"] == "map_mse" and ds["metrics"] == ["map_mse", "w2", "energy"]
-    # The perfect teacher: dopri5 on the exact mixture velocity reproduces the exact flow map.
-    assert ds["teacher"]["nfe"] > 10 and ds["teacher"]["metrics"]["map_mse"] < 1e-6
+    # The perfect teacher: dopri5 on the exact mixture velocity reproduces the exact flow map;
+    # the reference solve (Heun, 8 steps in the smoke config) costs 2 NFE per step.
+    dopri5, heun = ds["teacher"]["solves"]["dopri5"], ds["teacher"]["solves"]["heun"]
+    assert dopri5["nfe"] > 10 and dopri5["metrics"]["map_mse"] < 1e-6
+    assert ds["teacher"]["reference"] == "heun" and heun["nfe"] == 16 == ds["teacher"]["nfe"]
+    assert ds["teacher"]["metrics"] == heun["metrics"] and heun["metrics"]["map_mse"] < 1e-2
     assert ds["floors"]["map_mse"] == 0.0
     assert set(ds["teacher_euler"]) == {"1", "2"}
     for name in ("lmd", "consistency_training"):
@@ -102,7 +106,12 @@ def test_harness_writes_results_report_and_plots(tiny_runs):
     g = ds["guidance"]
     assert g["method"] == "lmd"  # the only jump-sampled method
     assert set(g["approaches"]) == {
-        "unguided_1", "unguided_2", "grad_flowmap@1", "grad_denoiser@1", "best_of_2", "smc@1",
+        "unguided_1",
+        "unguided_2",
+        "grad_flowmap@1",
+        "grad_denoiser@1",
+        "best_of_2",
+        "smc@1",
     }
     for a in g["approaches"].values():
         assert a["nfe"] in (1, 2) and 0.0 <= a["hit"]["mean"] <= 1.0
@@ -173,8 +182,9 @@ def test_teacher_ratios_closed_form():
     assert r["two_step_of_best"]["ratio"] == pytest.approx(1.04) and r["two_step_of_best"]["met"]
     assert r["best_two_step"]["method"] == "b" and r["best_two_step"]["ratio"] == pytest.approx(1.0)
     # Student-t interval of [0.06, 0.05]: mean 0.055, half-width t_{0.975,1} * 0.005 / 1.
-    assert r["best_one_step"]["ratio_ci_high"] == pytest.approx((0.055 + 12.7062 * 0.005) / 0.05,
-                                                                rel=1e-4)
+    assert r["best_one_step"]["ratio_ci_high"] == pytest.approx(
+        (0.055 + 12.7062 * 0.005) / 0.05, rel=1e-4
+    )
     ds["methods"]["a"]["nfe"]["1"]["kl"] = cell([0.2, 0.2])
     r = experiment.teacher_ratios(ds, {"one_step": 1.15, "two_step": 1.05})
     assert r["best_one_step"]["method"] == "b" and not r["best_one_step"]["met"]
@@ -209,6 +219,29 @@ def test_guidance_approaches_share_the_nfe_budget():
     assert {a.vjp for a in grads} == {4} and len(grads) == 4
     with pytest.raises(ValueError, match="even number"):
         experiment.approaches(3, scales=(1.0,), temperatures=())
+
+
+def test_run_time_step_samplers_match_the_library():
+    """One compilation for every step count, and the same samples as fj.flowmaps."""
+    from flax import nnx
+
+    from flowjax.flowmaps.experiment import _sampling
+
+    mlp = fj.models.MLP(
+        (2,), width=16, depth=2, freq_dim=8, two_times=True, time_scale=10.0, rngs=nnx.Rngs(0)
+    )
+    X = fj.flowmaps.as_callable(*fj.models.functional(mlp))
+    x0 = jax.random.normal(jax.random.key(0), (32, 2))
+    for k in (1, 3):
+        np.testing.assert_allclose(
+            _sampling.jumps(X, x0, k), fj.flowmaps.sample(X, x0, num_steps=k), atol=1e-5
+        )
+    key = jax.random.key(7)
+    x1 = X(x0, 0.0, 1.0)
+    np.testing.assert_allclose(_sampling.consistency(X, x0, 1, path=PATH, key=key), x1, atol=1e-6)
+    eps = jax.random.normal(jax.random.fold_in(key, 1), x0.shape)
+    want = X(PATH.alpha(0.5) * x1 + PATH.sigma(0.5) * eps, 0.5, 1.0)  # Song et al., Alg. 1
+    np.testing.assert_allclose(_sampling.consistency(X, x0, 2, path=PATH, key=key), want, atol=1e-5)
 
 
 def test_box_reward_is_a_soft_indicator():
@@ -285,7 +318,9 @@ def test_load_teacher_equals_trainer_ema_velocity(trained_teacher):
     # The earlier checkpoint by its folder, and the checkpoints/ folder itself.
     exp10, state10 = fj.train.restore(config, str(workdir), step=10)
     v10 = load_teacher(os.path.join(str(workdir), "checkpoints", "10"))
-    np.testing.assert_array_equal(np.asarray(v10(x, t)), np.asarray(exp10.apply_fn(state10.ema[0], x, t)))
+    np.testing.assert_array_equal(
+        np.asarray(v10(x, t)), np.asarray(exp10.apply_fn(state10.ema[0], x, t))
+    )
     np.testing.assert_array_equal(
         np.asarray(load_teacher(os.path.join(str(workdir), "checkpoints"))(x, t)), np.asarray(want)
     )
@@ -355,8 +390,11 @@ def _hook_applied() -> bool:
     return "bind_teacher" in inspect.getsource(train_experiment.objective_kwargs)
 
 
-@pytest.mark.skipif(not _hook_applied(), reason="needs the teacher hook in flowjax/train/"
-                    "experiment.py (bind_teacher in objective_kwargs)")
+@pytest.mark.skipif(
+    not _hook_applied(),
+    reason="needs the teacher hook in flowjax/train/"
+    "experiment.py (bind_teacher in objective_kwargs)",
+)
 def test_teacher_named_by_its_workdir_in_the_config(tmp_path, trained_teacher, distilled):
     """The launch path of experiments/main.py: the config names the teacher by its workdir;
     the run equals the one given the loaded teacher object, parameter for parameter."""
@@ -370,7 +408,7 @@ def test_teacher_named_by_its_workdir_in_the_config(tmp_path, trained_teacher, d
     ref_dir, ref_config, _ = distilled
     _, a = fj.train.restore(ref_config, str(tmp_path / "lmd"))
     _, b = fj.train.restore(ref_config, str(ref_dir))
-    for p, q in zip(jax.tree.leaves(a.ema), jax.tree.leaves(b.ema)):
+    for p, q in zip(jax.tree.leaves(a.ema), jax.tree.leaves(b.ema), strict=True):
         np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
     config.objective.kwargs.teacher = ""
     with pytest.raises(ValueError, match="config.objective.kwargs.teacher: empty"):

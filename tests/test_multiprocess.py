@@ -24,19 +24,26 @@ def test_two_processes_train_like_one(tmp_path):
     multi = [
         launch.start(
             "train_worker.py",
-            "--workdir", str(tmp_path / "multi"),
-            "--out", str(tmp_path / "multi.npz"),
-            "--coordinator", f"127.0.0.1:{port}",
-            "--num_processes", "2",
-            "--process_id", str(i),
+            "--workdir",
+            str(tmp_path / "multi"),
+            "--out",
+            str(tmp_path / "multi.npz"),
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num_processes",
+            "2",
+            "--process_id",
+            str(i),
             *common,
         )
         for i in range(2)
     ]
     single = launch.start(
         "train_worker.py",
-        "--workdir", str(tmp_path / "single"),
-        "--out", str(tmp_path / "single.npz"),
+        "--workdir",
+        str(tmp_path / "single"),
+        "--out",
+        str(tmp_path / "single.npz"),
         *common,
     )
     results = [launch.finish(p) for p in (*multi, single)]

@@ -24,9 +24,12 @@ STEPS = 40
 def _worker(tmp_path, name, *args, cache):
     return launch.start(
         "train_worker.py",
-        "--workdir", str(tmp_path / name),
-        "--steps", str(STEPS),
-        "--out", str(tmp_path / f"{name}.npz"),
+        "--workdir",
+        str(tmp_path / name),
+        "--steps",
+        str(STEPS),
+        "--out",
+        str(tmp_path / f"{name}.npz"),
         *args,
         cache_dir=str(cache),
     )
@@ -76,7 +79,7 @@ def test_resume_after_sigkill_and_sigterm_is_bit_identical(tmp_path):
     assert logged == list(range(5, STEPS + 1, 5))
     full_log = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
     resumed_log = [json.loads(line) for line in open(tmp_path / "killed" / "metrics.jsonl")]
-    for a, b in zip(full_log, resumed_log):
+    for a, b in zip(full_log, resumed_log, strict=True):
         assert a["train/loss"] == b["train/loss"], (a["step"], a, b)
 
 

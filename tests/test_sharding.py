@@ -3,8 +3,6 @@
 Also unit tests of the mesh and FSDP rules, which need no devices.
 """
 
-import json
-
 import pytest
 from _scripts import launch
 from jax.sharding import PartitionSpec as P

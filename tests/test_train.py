@@ -100,7 +100,7 @@ def test_ema_is_the_exponential_average_of_the_iterates():
     p0 = jax.device_get(state.params)
     state, metrics = step(state, _batches(1))
     p1 = jax.device_get(state.params)
-    for decay, ema in zip((0.9, 0.5), state.ema):
+    for decay, ema in zip((0.9, 0.5), state.ema, strict=True):
         for k in p0:
             np.testing.assert_allclose(ema[k], decay * p0[k] + (1 - decay) * p1[k], rtol=1e-6)
     assert int(state.step) == 1 and metrics["loss"].shape == (1,)
@@ -173,7 +173,7 @@ def test_steps_per_dispatch_does_not_change_the_result():
             state, _ = exp.train_step(state, stacked)
         results.append(jax.device_get(state))
     assert int(results[0].step) == int(results[1].step) == 8
-    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -270,8 +270,8 @@ def test_digits_learns(tmp_path):
     config.data.batch_size = 64
     config.optim.lr = 2e-3
     config.optim.warmup_steps = 50
-    config.train.num_steps = 400
-    config.train.log_every = 100
+    config.train.num_steps = 200
+    config.train.log_every = 50
     config.train.checkpoint_every = 0
     config.eval.every = 0
     config.eval.num_steps = 10
@@ -279,7 +279,7 @@ def test_digits_learns(tmp_path):
     losses = _losses(tmp_path)
     assert losses[-1] < 0.7 * losses[0], losses
     before, after = summary["initial_eval"]["eval/digits_fd"], summary["eval"]["eval/digits_fd"]
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.25 * before, (before, after)
 
 
 def test_optax_state_is_part_of_the_checkpointed_state():

@@ -1,6 +1,7 @@
 """Teachers for flow-map distillation: a trained flowjax run as a velocity field.
 
-    v = fj.flowmaps.teacher.load_teacher("/tmp/toy2d_fm")        # a workdir of experiments.main
+    from flowjax.flowmaps.teacher import load_teacher
+    v = load_teacher("/tmp/toy2d_fm")              # a workdir of experiments.main
     loss = fj.objectives.make_objective("lmd", path=v.path, teacher=v)
 
 `load_teacher` restores the EMA parameters of a run trained by `fj.train` (through
@@ -63,9 +64,7 @@ class VelocityTeacher(eqx.Module):
     t_eps: float = eqx.field(static=True, default=0.0)
     source: str = eqx.field(static=True, default="")
 
-    def __call__(
-        self, x: Float[Array, " B *D"], t: Time, y=None
-    ) -> Float[Array, " B *D"]:
+    def __call__(self, x: Float[Array, " B *D"], t: Time, y=None) -> Float[Array, " B *D"]:
         from flowjax.sampling import as_velocity
 
         def fn(x_, t_):
@@ -254,7 +253,11 @@ def bind_teacher(kwargs: Mapping[str, Any], *, devices: Sequence[Any] | None = N
         except FileNotFoundError as e:
             raise ValueError(f"config.objective.kwargs.{name}: {e}") from None
         folder = os.path.join(workdir, "checkpoints", str(step))
-        key = (folder, os.stat(folder).st_mtime_ns, None if devices is None else tuple(map(str, devices)))
+        key = (
+            folder,
+            os.stat(folder).st_mtime_ns,
+            None if devices is None else tuple(map(str, devices)),
+        )
         if key not in _LOADED:
             _LOADED[key] = load_teacher(workdir, step=step, devices=devices)
         teacher = _LOADED[key]
@@ -267,4 +270,3 @@ def bind_teacher(kwargs: Mapping[str, Any], *, devices: Sequence[Any] | None = N
             )
         out[name] = teacher
     return out
-

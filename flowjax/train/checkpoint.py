@@ -42,7 +42,7 @@ def _allgather_json(obj: Any) -> list:
     padded = np.zeros(int(lengths.max()), np.uint8)
     padded[: raw.size] = raw
     gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths)]
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths, strict=True)]
 
 
 class Checkpointer:

@@ -187,12 +187,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     # Schedule of the loop.
     num_steps = _number(config, "train.num_steps", low=1, integer=True)
     _number(config, "train.steps_per_dispatch", low=1, integer=True)
+    _number(config, "train.scan_unroll", low=0, integer=True)
     _number(config, "train.log_every", low=1, integer=True)
     _number(config, "train.checkpoint_every", low=0, integer=True)
     _number(config, "train.keep_checkpoints", low=1, integer=True)
     _number(config, "train.prefetch", low=1, integer=True)
     if config.optim.warmup_steps > num_steps:
-        _fail("optim.warmup_steps", f"{config.optim.warmup_steps} exceeds train.num_steps={num_steps}")
+        _fail(
+            "optim.warmup_steps", f"{config.optim.warmup_steps} exceeds train.num_steps={num_steps}"
+        )
     # Mesh and batch.
     fsdp = _number(config, "mesh.fsdp", low=1, integer=True)
     data = config.mesh.data
@@ -209,9 +212,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _number(config, "mesh.fsdp_min_size", low=0, integer=True)
     batch = _number(config, "data.batch_size", low=1, integer=True)
     if batch % num_devices:
-        _fail("data.batch_size", f"{batch} is not divisible by the number of devices ({num_devices})")
+        _fail(
+            "data.batch_size", f"{batch} is not divisible by the number of devices ({num_devices})"
+        )
     if batch % num_processes:
-        _fail("data.batch_size", f"{batch} is not divisible by the number of processes ({num_processes})")
+        _fail(
+            "data.batch_size",
+            f"{batch} is not divisible by the number of processes ({num_processes})",
+        )
     if batch % (accum * num_devices):
         _fail(
             "optim.accum_steps",
@@ -238,7 +246,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _number(config, "eval.seed", low=0, integer=True)
     ema_index = _number(config, "eval.ema_index", low=-1, integer=True)
     if ema_index >= len(decays):
-        _fail("eval.ema_index", f"{ema_index} but there are {len(decays)} EMA decay(s); -1: raw params")
+        _fail(
+            "eval.ema_index",
+            f"{ema_index} but there are {len(decays)} EMA decay(s); -1: raw params",
+        )
     # Objective arguments (also resolves coupling/time_dist/weighting with their kwargs).
     from flowjax.train.experiment import objective_kwargs
 

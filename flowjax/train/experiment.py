@@ -143,7 +143,6 @@ def objective_kwargs(config, spec) -> tuple[dict, str]:
     is a mistake (e.g. a weighting on flow matching) and raises a ValueError naming it.
     """
     from configs import default
-
     from flowjax import objectives, paths
 
     obj = config.objective
@@ -183,6 +182,15 @@ def objective_kwargs(config, spec) -> tuple[dict, str]:
     return kwargs, paths.canonical_kind(kwargs.get("target", "velocity"), "objective.target")
 
 
+def _scan_unroll(setting: int, mesh: Mesh) -> int | bool:
+    """`train.scan_unroll`: 0 is "auto": no loop on CPU, where XLA runs the gradients of
+    convolutions inside loops on a slow path (an order of magnitude slower; jax#12868),
+    and a rolled loop elsewhere."""
+    if setting:
+        return setting
+    return mesh.devices.flat[0].platform == "cpu" or 1
+
+
 def build(config, devices: Sequence[Any] | None = None) -> Experiment:
     """Builds the experiment of a validated config on `devices` (default: all)."""
     from flowjax import data, objectives
@@ -196,9 +204,7 @@ def build(config, devices: Sequence[Any] | None = None) -> Experiment:
     optimizer, schedule = make_optimizer(config.optim, config.train.num_steps)
 
     num_ema = len(config.ema.decays)
-    abstract = jax.eval_shape(
-        lambda: init_state(init_params, optimizer, int(config.seed), num_ema)
-    )
+    abstract = jax.eval_shape(lambda: init_state(init_params, optimizer, int(config.seed), num_ema))
     state_sharding = shd.state_shardings(abstract, mesh, min_size=config.mesh.fsdp_min_size)
     train_step = make_train_step(
         loss_fn,
@@ -210,6 +216,7 @@ def build(config, devices: Sequence[Any] | None = None) -> Experiment:
         ema_warmup=config.ema.warmup,
         on_nonfinite=config.train.on_nonfinite,
         accum_steps=config.optim.accum_steps,
+        unroll=_scan_unroll(config.train.scan_unroll, mesh),
     )
     return Experiment(
         config=config,

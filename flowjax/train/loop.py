@@ -135,7 +135,9 @@ class _Evaluator:
 
             config = self.exp.config
             kwargs = dict(data_dir=config.data.data_dir or None, **config.data.kwargs.to_dict())
-            source = data.open_source(config.data.name, split="test", seed=config.eval.seed, **kwargs)
+            source = data.open_source(
+                config.data.name, split="test", seed=config.eval.seed, **kwargs
+            )
             n = config.eval.num_samples
             if hasattr(source, "__len__"):
                 n = min(n, len(source))
@@ -177,8 +179,9 @@ class _Evaluator:
             kind = self.exp.spec.kind
             shown = samples if kind == "points" else samples[: config.num_images]
             title = f"step {step}" + "".join(
-                f", {k[5:]}={v:.4g}" for k, v in out.items() if k.startswith("eval/") and
-                k not in ("eval/time_s", "eval/nfe")
+                f", {k[5:]}={v:.4g}"
+                for k, v in out.items()
+                if k.startswith("eval/") and k not in ("eval/time_s", "eval/nfe")
             )
             evaluation.save_picture(
                 os.path.join(self.workdir, "samples", f"step_{step:07d}.png"),
@@ -191,9 +194,16 @@ class _Evaluator:
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+    """Means over the steps since the last sync; skipped (non-finite) steps are left out of
+    every mean but "finite" (the fraction of finite steps)."""
     host = jax.device_get(pending)
-    keys = host[0].keys()
-    return {f"train/{k}": float(np.mean(np.concatenate([np.ravel(m[k]) for m in host]))) for k in keys}
+    values = {k: np.concatenate([np.ravel(m[k]) for m in host]) for k in host[0]}
+    finite = values["finite"] > 0
+    out = {}
+    for k, v in values.items():
+        kept = v if k == "finite" or not finite.any() else v[finite]
+        out[f"train/{k}"] = float(np.mean(kept))
+    return out
 
 
 def _config_dict(config) -> dict:
@@ -258,7 +268,6 @@ def train_and_evaluate(
     state, data_state, start = _restore_or_init(exp, ckpt)
     if data_state is not None:
         iterator.set_state(data_state)
-    data_state = iterator.get_state() if data_state is None else data_state
 
     writer = MetricWriter(workdir, enabled=primary)
     writer.truncate_after(start)  # drop records of steps a killed run logged past its checkpoint
@@ -312,12 +321,14 @@ def train_and_evaluate(
                 # ---- sync point
                 record = _mean_metrics(pending)
                 pending = []
-                _check_finite(state, config, ckpt, record)
+                _check_finite(state, config, ckpt)
                 now = time.perf_counter()
                 record["train/steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
                 record["train/num_skipped"] = int(jax.device_get(state.num_skipped))
-                bar.set_postfix(loss=f"{record['train/loss']:.4g}",
-                                steps_per_s=f"{record['train/steps_per_sec']:.1f}")
+                bar.set_postfix(
+                    loss=f"{record['train/loss']:.4g}",
+                    steps_per_s=f"{record['train/steps_per_sec']:.1f}",
+                )
                 if save:
                     ckpt.save(step, state, data_state, _config_dict(config))
                 if run_eval and not preempted:
@@ -346,16 +357,16 @@ def train_and_evaluate(
     return summary
 
 
-def _check_finite(state: TrainState, config, ckpt: Checkpointer, record: dict) -> None:
+def _check_finite(state: TrainState, config, ckpt: Checkpointer) -> None:
     if config.train.on_nonfinite != "stop":
         return
     bad = int(jax.device_get(state.nonfinite_step))
     if bad >= 0:
         ckpt.wait()
         raise NonFiniteError(
-            f"train: non-finite loss or gradient at step {bad} (mean loss since the last log: "
-            f"{record['train/loss']:.4g}); stopped (train.on_nonfinite='stop'), the state is "
-            f"left at step {bad}; last checkpoint: step {ckpt.latest_step()}"
+            f"train: non-finite loss or gradient at step {bad}; stopped "
+            f"(train.on_nonfinite='stop'), the state is left at step {bad}; "
+            f"last checkpoint: step {ckpt.latest_step()}"
         )
 
 
@@ -365,7 +376,9 @@ def _summary_line(summary: dict) -> str:
         for k, v in summary.get(section, {}).items():
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     if summary.get("initial_eval"):
-        parts.append("initial: " + ", ".join(f"{k}={v:.4g}" for k, v in summary["initial_eval"].items()))
+        parts.append(
+            "initial: " + ", ".join(f"{k}={v:.4g}" for k, v in summary["initial_eval"].items())
+        )
     if summary.get("preempted"):
         parts.append("preempted (checkpoint saved)")
     return "summary: " + "; ".join(parts)

@@ -98,6 +98,7 @@ def make_train_step(
     ema_warmup: bool = True,
     on_nonfinite: str = "stop",
     accum_steps: int = 1,
+    unroll: int | bool = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """A jitted `(state, batches) -> (state, metrics)` that takes K steps.
 
@@ -115,6 +116,8 @@ def make_train_step(
       ema_warmup: use min(decay, (1 + step) / (10 + step)).
       on_nonfinite: "stop" or "skip" (see `NONFINITE_POLICIES`).
       accum_steps: gradient accumulation over this many micro-batches per step.
+      unroll: `lax.scan` unroll factor over the K steps; True: no loop at all (the K steps
+        are traced one after the other).
     """
     policy = NONFINITE_POLICIES[on_nonfinite]
     decays = tuple(float(d) for d in ema_decays)
@@ -129,7 +132,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         ema = tuple(
             ema_update(e, params, ema_decay(d, state.step, ema_warmup))
-            for e, d in zip(state.ema, decays)
+            for e, d in zip(state.ema, decays, strict=True)
         )
         new = state.replace(params=params, ema=ema, opt_state=opt_state)
         metrics = {
@@ -142,7 +145,14 @@ def make_train_step(
         return policy(state, new, finite), metrics
 
     def run(state: TrainState, batches: dict):
-        return jax.lax.scan(one_step, state, batches)
+        if unroll is not True:
+            return jax.lax.scan(one_step, state, batches, unroll=unroll)
+        # No loop at all (even a length-1 scan lowers to a while loop).
+        metrics = []
+        for i in range(jax.tree.leaves(batches)[0].shape[0]):
+            state, m = one_step(state, jax.tree.map(lambda x, i=i: x[i], batches))
+            metrics.append(m)
+        return state, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
 
     return jax.jit(
         run,

@@ -76,19 +76,40 @@ def approaches(budget: int, scales: Sequence[float], temperatures: Sequence[floa
     ]
     for s in scales:
         out.append(
-            Approach(f"grad_flowmap@{s:g}", f"gradient through X(x, t, 1), {half} steps, "
-                     f"scale {s:g}", "grad_flowmap", budget, half, float(s))
+            Approach(
+                f"grad_flowmap@{s:g}",
+                f"gradient through X(x, t, 1), {half} steps, scale {s:g}",
+                "grad_flowmap",
+                budget,
+                half,
+                float(s),
+            )
         )
         out.append(
-            Approach(f"grad_denoiser@{s:g}", f"gradient through the denoiser, {half} steps, "
-                     f"scale {s:g}", "grad_denoiser", budget, half, float(s))
+            Approach(
+                f"grad_denoiser@{s:g}",
+                f"gradient through the denoiser, {half} steps, scale {s:g}",
+                "grad_denoiser",
+                budget,
+                half,
+                float(s),
+            )
         )
-    out.append(Approach(f"best_of_{budget}", f"best of {budget} one-jump candidates",
-                        "best_of_n", budget, 0))
+    out.append(
+        Approach(
+            f"best_of_{budget}", f"best of {budget} one-jump candidates", "best_of_n", budget, 0
+        )
+    )
     for temp in temperatures:
         out.append(
-            Approach(f"smc@{temp:g}", f"SMC, {budget - 1} re-noised steps, T = {temp:g}",
-                     "smc", budget, 0, float(temp))
+            Approach(
+                f"smc@{temp:g}",
+                f"SMC, {budget - 1} re-noised steps, T = {temp:g}",
+                "smc",
+                budget,
+                0,
+                float(temp),
+            )
         )
     return out
 
@@ -161,8 +182,16 @@ def compare(
                 key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), j), r)
                 k_noise, k_run = jax.random.split(key)
                 x0 = jax.random.normal(k_noise, (budget, num_samples, *shape), jnp.float32)
-                x = _run(approach, X, x0, reward, path=path, key=k_run, budget=budget,
-                         num_samples=num_samples)
+                x = _run(
+                    approach,
+                    X,
+                    x0,
+                    reward,
+                    path=path,
+                    key=k_run,
+                    budget=budget,
+                    num_samples=num_samples,
+                )
                 x = np.asarray(x)
                 if not np.all(np.isfinite(x)):
                     rewards.append(np.nan)

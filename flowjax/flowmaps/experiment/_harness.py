@@ -38,6 +38,9 @@ __all__ = ["run", "check_config", "method_loss", "machine_info"]
 # ------------------------------------------------------------------------------ config
 
 
+TEACHER_SOLVES = ("dopri5", "heun")  # the teacher's reference solves (see run_dataset)
+
+
 def _names(value: str) -> list[str]:
     return [n.strip() for n in str(value).split(",") if n.strip()]
 
@@ -55,9 +58,7 @@ def check_config(config) -> None:
     methods = resolve_methods(config.methods)
     for name in config.method_kwargs.keys():
         if name not in METHODS:
-            raise ValueError(
-                f"config.method_kwargs.{name}: not a method; valid: {list(METHODS)}"
-            )
+            raise ValueError(f"config.method_kwargs.{name}: not a method; valid: {list(METHODS)}")
     for field, value in (
         ("num_seeds", config.num_seeds),
         ("train.num_steps", config.train.num_steps),
@@ -88,11 +89,21 @@ def check_config(config) -> None:
                     f"config.suites.{name}.teacher_steps: a positive multiple of "
                     f"config.train.steps_per_dispatch, got {t_steps}"
                 )
-        if int(opts.eval_samples) < max(config.eval.w2_samples, config.eval.energy_samples):
+        if SUITES[name].kind == "points" and int(opts.eval_samples) < max(
+            config.eval.w2_samples, config.eval.energy_samples
+        ):
             raise ValueError(
                 f"config.suites.{name}.eval_samples: at least eval.w2_samples and "
                 f"eval.energy_samples, got {opts.eval_samples}"
             )
+    if config.teacher_eval.reference not in TEACHER_SOLVES:
+        raise ValueError(
+            f"config.teacher_eval.reference: one of {list(TEACHER_SOLVES)}, got "
+            f"{config.teacher_eval.reference!r}"
+        )
+    heun = config.teacher_eval.heun_steps
+    if isinstance(heun, bool) or not isinstance(heun, int) or heun < 1:
+        raise ValueError(f"config.teacher_eval.heun_steps: a positive int, got {heun!r}")
     if config.guidance.enabled and not any(m.sampler == "jumps" for m in methods):
         raise ValueError("config.guidance.enabled: needs a method sampled by jumps")
 
@@ -146,9 +157,7 @@ def _config_dict(config) -> dict:
 
 def _stat_table(per_seed: list[dict[str, dict[str, float]]], nfe, metrics) -> dict:
     """{nfe: {metric: mean_ci over seeds}} from per-seed {nfe: {metric: value}}."""
-    return {
-        str(k): {m: mean_ci([s[str(k)][m] for s in per_seed]) for m in metrics} for k in nfe
-    }
+    return {str(k): {m: mean_ci([s[str(k)][m] for s in per_seed]) for m in metrics} for k in nfe}
 
 
 class _Clock:
@@ -198,8 +207,12 @@ def _train_teacher(suite: Suite, config, path, optim_steps: int):
     opts = config.suites[suite.name]
     overrides = dict(config.model.overrides.to_dict(), **opts.teacher_overrides.to_dict())
     overrides.pop("two_times", None)
-    net = build_network(config.model.name, opts.teacher_variant or config.model.variant,
-                        _shape(suite.name), overrides=overrides)
+    net = build_network(
+        config.model.name,
+        opts.teacher_variant or config.model.variant,
+        _shape(suite.name),
+        overrides=overrides,
+    )
     fm_loss = objectives.make_objective("flow_matching", path=path)
 
     def loss(params, key, batch, teacher):
@@ -210,22 +223,43 @@ def _train_teacher(suite: Suite, config, path, optim_steps: int):
     optim.lr = float(opts.teacher_lr) or optim.lr
     optimizer, _ = make_optimizer(optim, optim_steps)
     batch_size = int(opts.teacher_batch_size) or int(config.train.batch_size)
-    stream = BatchStream(suite.name, [int(config.seed) + 10_000], batch_size, optim_steps,
-                         cache_mb=config.data_cache_mb)
-    cache_key = ("teacher", suite.name, id(net.apply_fn), repr(path), optim_steps,
-                 optim.to_json(), config.train.ema_decay)
-    state, losses = train(cache_key, loss, net, optimizer, stream,
-                          ema_decay=config.train.ema_decay,
-                          steps_per_dispatch=config.train.steps_per_dispatch)
+    stream = BatchStream(
+        suite.name,
+        [int(config.seed) + 10_000],
+        batch_size,
+        optim_steps,
+        cache_mb=config.data_cache_mb,
+    )
+    cache_key = (
+        "teacher",
+        suite.name,
+        id(net.apply_fn),
+        repr(path),
+        optim_steps,
+        optim.to_json(),
+        config.train.ema_decay,
+    )
+    state, losses = train(
+        cache_key,
+        loss,
+        net,
+        optimizer,
+        stream,
+        ema_decay=config.train.ema_decay,
+        steps_per_dispatch=config.train.steps_per_dispatch,
+    )
     teacher = VelocityTeacher(net.apply_fn, unstack(state.ema, 0), "velocity", path)
     info = {
         "kind": "flow matching (trained here)",
-        "model": {"name": config.model.name, "variant": opts.teacher_variant
-                  or config.model.variant, "overrides": overrides},
+        "model": {
+            "name": config.model.name,
+            "variant": opts.teacher_variant or config.model.variant,
+            "overrides": overrides,
+        },
         "num_steps": optim_steps,
         "batch_size": batch_size,
         "lr": float(optim.lr),
-        "final_loss": float(np.mean(losses[0, -max(1, optim_steps // 20):])),
+        "final_loss": float(np.mean(losses[0, -max(1, optim_steps // 20) :])),
     }
     return teacher, info
 
@@ -271,50 +305,82 @@ def run_dataset(name: str, config, methods: list[Method], seeds: list[int], path
     floors = suite.floors()
     tc = config.teacher_eval
     solves = {}
-    x_dopri, nfe_dopri = _solve(teacher, x0, batch_size=batch_eval, solver="dopri5",
-                                rtol=tc.rtol, atol=tc.atol)
-    solves["dopri5"] = {"nfe": nfe_dopri, "rtol": tc.rtol, "atol": tc.atol,
-                        "metrics": suite.evaluate(x_dopri)}
-    x_heun, nfe_heun = _solve(teacher, x0, batch_size=batch_eval, solver="heun",
-                              num_steps=int(tc.heun_steps))
-    solves["heun"] = {"nfe": nfe_heun, "num_steps": int(tc.heun_steps),
-                      "metrics": suite.evaluate(x_heun)}
-    if tc.reference not in solves:
-        raise ValueError(f"config.teacher_eval.reference: one of {sorted(solves)}, got "
-                         f"{tc.reference!r}")
+    x_dopri, nfe_dopri = _solve(
+        teacher, x0, batch_size=batch_eval, solver="dopri5", rtol=tc.rtol, atol=tc.atol
+    )
+    solves["dopri5"] = {
+        "nfe": nfe_dopri,
+        "rtol": tc.rtol,
+        "atol": tc.atol,
+        "metrics": suite.evaluate(x_dopri),
+    }
+    x_heun, nfe_heun = _solve(
+        teacher, x0, batch_size=batch_eval, solver="heun", num_steps=int(tc.heun_steps)
+    )
+    solves["heun"] = {
+        "nfe": nfe_heun,
+        "num_steps": int(tc.heun_steps),
+        "metrics": suite.evaluate(x_heun),
+    }
     ref = solves[tc.reference]
-    pictures: dict[str, Any] = {"data": suite.reference(),
-                                "teacher": x_heun if tc.reference == "heun" else x_dopri}
+    pictures: dict[str, Any] = {
+        "data": suite.reference(),
+        "teacher": x_heun if tc.reference == "heun" else x_dopri,
+    }
     teacher_info.update(
-        reference=tc.reference, nfe=ref["nfe"], metrics=ref["metrics"], solves=solves,
+        reference=tc.reference,
+        nfe=ref["nfe"],
+        metrics=ref["metrics"],
+        solves=solves,
     )
     euler = {}
     for k in nfe:
         xk, _ = _solve(teacher, x0, batch_size=batch_eval, solver="euler", num_steps=k)
         euler[str(k)] = suite.evaluate(xk)
     timing["teacher_eval_s"] = clock.lap()
-    log(f"[{name}] teacher: " + "; ".join(
-        f"{k} NFE {v['nfe']:.0f}: " + ", ".join(f"{m}={x:.4g}" for m, x in v["metrics"].items())
-        for k, v in solves.items())
-        + "; floors: " + ", ".join(f"{m}={v:.4g}" for m, v in floors.items()))
+    log(
+        f"[{name}] teacher: "
+        + "; ".join(
+            f"{k} NFE {v['nfe']:.0f}: " + ", ".join(f"{m}={x:.4g}" for m, x in v["metrics"].items())
+            for k, v in solves.items()
+        )
+        + "; floors: "
+        + ", ".join(f"{m}={v:.4g}" for m, v in floors.items())
+    )
 
     # 2-3. Methods.
     student = build_network(
-        config.model.name, config.model.variant, shape,
+        config.model.name,
+        config.model.variant,
+        shape,
         overrides=dict(config.model.overrides.to_dict(), two_times=True),
     )
     optimizer, _ = make_optimizer(config.optim, steps)
-    stream = BatchStream(name, seeds, config.train.batch_size, steps,
-                         cache_mb=config.data_cache_mb)
+    stream = BatchStream(name, seeds, config.train.batch_size, steps, cache_mb=config.data_cache_mb)
     method_results, maps = {}, {}
     for method in methods:
-        kwargs = config.method_kwargs[method.name].to_dict() if method.name in config.method_kwargs else {}
+        kwargs = (
+            config.method_kwargs[method.name].to_dict()
+            if method.name in config.method_kwargs
+            else {}
+        )
         loss = method_loss(method, kwargs, student.apply_fn, path)
-        cache_key = ("method", method.name, json.dumps(kwargs, sort_keys=True),
-                     id(student.apply_fn), repr(path), steps, config.optim.to_json(),
-                     config.train.ema_decay)
+        cache_key = (
+            "method",
+            method.name,
+            json.dumps(kwargs, sort_keys=True),
+            id(student.apply_fn),
+            repr(path),
+            steps,
+            config.optim.to_json(),
+            config.train.ema_decay,
+        )
         state, losses = train(
-            cache_key, loss, student, optimizer, stream,
+            cache_key,
+            loss,
+            student,
+            optimizer,
+            stream,
             ema_decay=config.train.ema_decay,
             steps_per_dispatch=config.train.steps_per_dispatch,
             teacher=teacher if method.needs_teacher else None,
@@ -327,8 +393,7 @@ def run_dataset(name: str, config, methods: list[Method], seeds: list[int], path
             seed_maps.append(X)
             row = {}
             for k in nfe:
-                xk = _draw(method.sampler, X, x0, k, path=path, key=eval_key,
-                           batch_size=batch_eval)
+                xk = _draw(method.sampler, X, x0, k, path=path, key=eval_key, batch_size=batch_eval)
                 row[str(k)] = suite.evaluate(xk)
                 if j == 0 and k in (1, 2, max(nfe)):
                     pictures[f"{method.name}/{k}"] = xk
@@ -346,8 +411,10 @@ def run_dataset(name: str, config, methods: list[Method], seeds: list[int], path
         }
         timing["methods"][method.name] = {"train_s": train_s, "eval_s": eval_s}
         one = method_results[method.name]["nfe"]["1"][suite.primary]
-        log(f"[{name}] {method.name}: train {train_s:.1f}s, eval {eval_s:.1f}s; 1-step "
-            f"{suite.primary}={one['mean']:.4g}")
+        log(
+            f"[{name}] {method.name}: train {train_s:.1f}s, eval {eval_s:.1f}s; 1-step "
+            f"{suite.primary}={one['mean']:.4g}"
+        )
 
     result: dict[str, Any] = {
         "kind": suite.kind,
@@ -359,6 +426,7 @@ def run_dataset(name: str, config, methods: list[Method], seeds: list[int], path
         "teacher": teacher_info,
         "teacher_euler": euler,
         "floors": floors,
+        "notes": dict(suite.notes),
         "methods": method_results,
     }
     result["ratios"] = teacher_ratios(result, config.targets)
@@ -374,9 +442,17 @@ def run_dataset(name: str, config, methods: list[Method], seeds: list[int], path
             raise ValueError(f"config.guidance.method: {chosen!r} is not a trained method")
         reward = suite.reward()
         g_results, g_pictures = _guide.compare(
-            maps[chosen], reward, suite.support, path=path, shape=shape, budget=int(gc.nfe),
-            scales=tuple(gc.scales), temperatures=tuple(gc.temperatures),
-            num_samples=int(gc.num_samples), repeats=int(gc.repeats), seed=int(gc.seed),
+            maps[chosen],
+            reward,
+            suite.support,
+            path=path,
+            shape=shape,
+            budget=int(gc.nfe),
+            scales=tuple(gc.scales),
+            temperatures=tuple(gc.temperatures),
+            num_samples=int(gc.num_samples),
+            repeats=int(gc.repeats),
+            seed=int(gc.seed),
         )
         result["guidance"] = {
             "method": chosen,
@@ -402,8 +478,10 @@ def _nan_last(value: float) -> float:
 def _reward_description(suite: Suite, opts) -> str:
     if suite.kind == "points":
         lx, ly, hx, hy = (float(v) for v in opts.box)
-        return (f"log soft indicator of the box [{lx:g}, {hx:g}] x [{ly:g}, {hy:g}] "
-                f"(edge width {float(opts.box_softness):g}; ~0 inside, ~-dist/width outside)")
+        return (
+            f"log soft indicator of the box [{lx:g}, {hx:g}] x [{ly:g}, {hy:g}] "
+            f"(edge width {float(opts.box_softness):g}; ~0 inside, ~-dist/width outside)"
+        )
     return f"log p(class {int(opts.label)} | x) under the shipped digits classifier"
 
 
@@ -421,8 +499,10 @@ def lookahead_comparison(approaches: dict) -> dict:
                 "flowmap": fm_r,
                 "denoiser": dn_r,
                 "flowmap_wins": bool(fm_r > dn_r),
-                "separated": bool(a["reward"]["ci_low"] > other["reward"]["ci_high"]
-                                  or other["reward"]["ci_low"] > a["reward"]["ci_high"]),
+                "separated": bool(
+                    a["reward"]["ci_low"] > other["reward"]["ci_high"]
+                    or other["reward"]["ci_low"] > a["reward"]["ci_high"]
+                ),
             }
     best = {}
     for name, a in approaches.items():
@@ -462,8 +542,9 @@ def run(config, workdir: str, *, command: str | None = None, log=print) -> dict:
         "command": command or "",
         "config": _config_dict(config),
         "seeds": seeds,
-        "methods": {m.name: {"label": m.label, "family": m.family, "sampler": m.sampler}
-                    for m in methods},
+        "methods": {
+            m.name: {"label": m.label, "family": m.family, "sampler": m.sampler} for m in methods
+        },
         "machine": machine,
         "datasets": {},
         "timing": {"datasets": {}},
@@ -480,8 +561,9 @@ def run(config, workdir: str, *, command: str | None = None, log=print) -> dict:
     results["timing"]["cpu_s"] = time.process_time() - cpu0
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_end"] = list(os.getloadavg())
-    results["findings"] = {name: _report.findings(name, ds, config) for name, ds in
-                           results["datasets"].items()}
+    results["findings"] = {
+        name: _report.findings(name, ds, config) for name, ds in results["datasets"].items()
+    }
     os.makedirs(workdir, exist_ok=True)
     results["plots"] = _report.plots(results, pictures, workdir)
     with open(os.path.join(workdir, "results.json"), "w") as f:

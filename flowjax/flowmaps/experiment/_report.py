@@ -35,8 +35,10 @@ def fmt_ci(cell: Mapping) -> str:
 
 
 def _targets(config) -> dict:
-    return {"one_step": float(config["targets"]["one_step"]),
-            "two_step": float(config["targets"]["two_step"])}
+    return {
+        "one_step": float(config["targets"]["one_step"]),
+        "two_step": float(config["targets"]["two_step"]),
+    }
 
 
 # ------------------------------------------------------------------------------ findings
@@ -62,9 +64,8 @@ def findings(name: str, ds: Mapping, config) -> list[str]:
             fam = [m for m in order if methods[m]["family"] == family]
             if fam:
                 b = fam[0]
-                out.append(
-                    f"best {family} method at 1 step: {b} ({fmt_ci(methods[b]['nfe']['1'][primary])})"
-                )
+                cell = methods[b]["nfe"]["1"][primary]
+                out.append(f"best {family} method at 1 step: {b} ({fmt_ci(cell)})")
         best = order[0]
         nfe = sorted(int(k) for k in methods[best]["nfe"])
         first, last = methods[best]["nfe"][str(nfe[0])], methods[best]["nfe"][str(nfe[-1])]
@@ -78,16 +79,22 @@ def findings(name: str, ds: Mapping, config) -> list[str]:
             f"{fmt(finite[best])} ({_times(e1, finite[best])} lower)"
         )
     out.append(
-        f"teacher ({teacher['kind']}): " + "; ".join(
-            f"{solver} NFE {v['nfe']:.0f}: " + ", ".join(f"{m} {fmt(x)}" for m, x in v["metrics"].items())
-            for solver, v in teacher["solves"].items())
+        f"teacher ({teacher['kind']}): "
+        + "; ".join(
+            f"{solver} NFE {v['nfe']:.0f}: "
+            + ", ".join(f"{m} {fmt(x)}" for m, x in v["metrics"].items())
+            for solver, v in teacher["solves"].items()
+        )
         + f" (ratios use {teacher['reference']}); data-vs-data floor at the same sample size: "
         + ", ".join(f"{m} {fmt(v)}" for m, v in ds["floors"].items() if v)
     )
     ratios = teacher_ratios(ds, _targets(cfg))
     metric = ratios["metric"]
-    for key, what in (("best_one_step", "best 1-step"), ("two_step_of_best", "same method, 2 steps"),
-                      ("best_two_step", "best 2-step")):
+    for key, what in (
+        ("best_one_step", "best 1-step"),
+        ("two_step_of_best", "same method, 2 steps"),
+        ("best_two_step", "best 2-step"),
+    ):
         e = ratios.get(key)
         if e:
             out.append(
@@ -127,15 +134,23 @@ def _guidance_findings(g: Mapping) -> list[str]:
         if len(wins) == len(pairs):
             verdict = "the flow-map look-ahead gave the higher mean reward at every scale"
         elif not wins:
-            verdict = "the flow-map look-ahead did NOT win: the denoiser look-ahead gave an " \
-                      "equal or higher mean reward at every scale"
+            verdict = (
+                "the flow-map look-ahead did NOT win: the denoiser look-ahead gave an "
+                "equal or higher mean reward at every scale"
+            )
         else:
-            verdict = (f"mixed: the flow-map look-ahead won at scale(s) {', '.join(wins)} and did "
-                       "NOT win at the others")
-        out.append(f"guidance at equal NFE ({g['nfe_budget']} per sample, map: {g['method']}): "
-                   f"{verdict} ({detail})")
-    best = max(g["approaches"].values(),
-               key=lambda a: a["reward"]["mean"] if math.isfinite(a["reward"]["mean"]) else -math.inf)
+            verdict = (
+                f"mixed: the flow-map look-ahead won at scale(s) {', '.join(wins)} and did "
+                "NOT win at the others"
+            )
+        out.append(
+            f"guidance at equal NFE ({g['nfe_budget']} per sample, map: {g['method']}): "
+            f"{verdict} ({detail})"
+        )
+    best = max(
+        g["approaches"].values(),
+        key=lambda a: a["reward"]["mean"] if math.isfinite(a["reward"]["mean"]) else -math.inf,
+    )
     out.append(
         f"highest mean reward: {best['name']} ({fmt_ci(best['reward'])}; hit rate "
         f"{fmt(best['hit']['mean'])}, {g['support_measure']} {fmt(best['support']['mean'])})"
@@ -181,14 +196,15 @@ def render(results: Mapping) -> str:
 
 
 def _dataset_section(name: str, ds: Mapping, cfg: Mapping, results: Mapping) -> list[str]:
-    primary = ds["primary_metric"]
     teacher = ds["teacher"]
     timing = results["timing"]["datasets"].get(name, {})
     out = [f"## {name}", ""]
     tline = f"Teacher: {teacher['kind']}"
     if "num_steps" in teacher:
-        tline += (f", {teacher['num_steps']} steps at batch {teacher['batch_size']}, lr "
-                  f"{teacher['lr']:g} (final loss {fmt(teacher['final_loss'])})")
+        tline += (
+            f", {teacher['num_steps']} steps at batch {teacher['batch_size']}, lr "
+            f"{teacher['lr']:g} (final loss {fmt(teacher['final_loss'])})"
+        )
     out += [
         tline + f"; students: {ds['num_steps']} steps each; {ds['eval_samples']} samples per "
         f"evaluation. Time: {timing.get('total_s', math.nan):.0f} s.",
@@ -197,49 +213,80 @@ def _dataset_section(name: str, ds: Mapping, cfg: Mapping, results: Mapping) -> 
     nfe = sorted({int(k) for r in ds["methods"].values() for k in r["nfe"]})
     for metric in ds["metrics"]:
         out += [f"### {_METRIC_NAMES.get(metric, metric)} (`{metric}`, lower is better)", ""]
-        out.append("| method | " + " | ".join(f"{k} step{'s' if k > 1 else ''}" for k in nfe) + " |")
+        out.append(
+            "| method | " + " | ".join(f"{k} step{'s' if k > 1 else ''}" for k in nfe) + " |"
+        )
         out.append("|---" * (len(nfe) + 1) + "|")
         for mname, r in ds["methods"].items():
-            out.append(f"| {mname} | " + " | ".join(fmt_ci(r["nfe"][str(k)][metric]) for k in nfe)
-                       + " |")
-        out.append("| teacher, Euler | " + " | ".join(
-            fmt(ds["teacher_euler"][str(k)][metric]) for k in nfe) + " |")
-        solves = teacher["solves"]
+            out.append(
+                f"| {mname} | " + " | ".join(fmt_ci(r["nfe"][str(k)][metric]) for k in nfe) + " |"
+            )
+        out.append(
+            "| teacher, Euler | "
+            + " | ".join(fmt(ds["teacher_euler"][str(k)][metric]) for k in nfe)
+            + " |"
+        )
+        dopri, heun = teacher["solves"]["dopri5"], teacher["solves"]["heun"]
         out += [
             "",
-            f"Teacher: dopri5 (rtol {solves['dopri5']['rtol']:g}, NFE {solves['dopri5']['nfe']:.0f}) "
-            f"{fmt(solves['dopri5']['metrics'][metric])}; Heun ({solves['heun']['num_steps']} steps, "
-            f"NFE {solves['heun']['nfe']:.0f}) {fmt(solves['heun']['metrics'][metric])}. "
+            f"Teacher: dopri5 (rtol {dopri['rtol']:g}, NFE {dopri['nfe']:.0f}) "
+            f"{fmt(dopri['metrics'][metric])}; Heun ({heun['num_steps']} steps, "
+            f"NFE {heun['nfe']:.0f}) {fmt(heun['metrics'][metric])}. "
             f"Data-vs-data floor: {fmt(ds['floors'][metric])}.",
             "",
         ]
+        if metric in ds.get("notes", {}):
+            out += [f"Note: {ds['notes'][metric]}", ""]
     ratios = teacher_ratios(ds, _targets(cfg))
-    out += [f"### Ratio to the teacher ({ratios['metric']}, teacher NFE "
-            f"{ratios['teacher_nfe']:.0f})", ""]
+    out += [
+        f"### Ratio to the teacher ({ratios['metric']}, teacher NFE {ratios['teacher_nfe']:.0f})",
+        "",
+    ]
     out.append("| | method | value | ratio | ratio 95% CI | target | met |")
     out.append("|---|---|---|---|---|---|---|")
-    for key, what in (("best_one_step", "best at 1 step"), ("two_step_of_best", "same at 2 steps"),
-                      ("best_two_step", "best at 2 steps")):
+    for key, what in (
+        ("best_one_step", "best at 1 step"),
+        ("two_step_of_best", "same at 2 steps"),
+        ("best_two_step", "best at 2 steps"),
+    ):
         e = ratios.get(key)
         if e:
-            ci = (f"[{format_ratio(e['ratio_ci_low'])}, {format_ratio(e['ratio_ci_high'])}]"
-                  if math.isfinite(e["ratio_ci_low"]) else "n/a")
-            out.append(f"| {what} | {e['method']} | {fmt(e['value'])} | {format_ratio(e['ratio'])} "
-                       f"| {ci} | {e['target']:g}x | {'yes' if e['met'] else 'no'} |")
-    out += ["", "Per method (1 step / 2 steps): " + "; ".join(
-        f"{m} {format_ratio(r.get('1', math.nan))} / {format_ratio(r.get('2', math.nan))}"
-        for m, r in ratios["per_method"].items()), ""]
+            ci = (
+                f"[{format_ratio(e['ratio_ci_low'])}, {format_ratio(e['ratio_ci_high'])}]"
+                if math.isfinite(e["ratio_ci_low"])
+                else "n/a"
+            )
+            out.append(
+                f"| {what} | {e['method']} | {fmt(e['value'])} | {format_ratio(e['ratio'])} "
+                f"| {ci} | {e['target']:g}x | {'yes' if e['met'] else 'no'} |"
+            )
+    out += [
+        "",
+        "Per method (1 step / 2 steps): "
+        + "; ".join(
+            f"{m} {format_ratio(r.get('1', math.nan))} / {format_ratio(r.get('2', math.nan))}"
+            for m, r in ratios["per_method"].items()
+        ),
+        "",
+    ]
     if "guidance" in ds:
         out += _guidance_section(ds["guidance"])
     out += ["### Findings", ""] + [f"- {f}" for f in results["findings"][name]] + [""]
     plots = results.get("plots", {}).get(name, [])
     for p in plots:
         out.append(f"![{p}]({p})")
-    out += ["", "Timing (s): teacher train {:.1f}, teacher eval {:.1f}; ".format(
-        timing.get("teacher_train_s", math.nan), timing.get("teacher_eval_s", math.nan))
-        + "; ".join(f"{m} train {v['train_s']:.1f} / eval {v['eval_s']:.1f}"
-                    for m, v in timing.get("methods", {}).items())
-        + (f"; guidance {timing['guidance_s']:.1f}" if "guidance_s" in timing else ""), ""]
+    out += [
+        "",
+        "Timing (s): teacher train {:.1f}, teacher eval {:.1f}; ".format(
+            timing.get("teacher_train_s", math.nan), timing.get("teacher_eval_s", math.nan)
+        )
+        + "; ".join(
+            f"{m} train {v['train_s']:.1f} / eval {v['eval_s']:.1f}"
+            for m, v in timing.get("methods", {}).items()
+        )
+        + (f"; guidance {timing['guidance_s']:.1f}" if "guidance_s" in timing else ""),
+        "",
+    ]
     return out
 
 
@@ -255,8 +302,10 @@ def _guidance_section(g: Mapping) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for a in g["approaches"].values():
-        out.append(f"| {a['label']} | {a['nfe']} | {a['vjp']} | {fmt_ci(a['reward'])} | "
-                   f"{fmt_ci(a['hit'])} | {fmt_ci(a['support'])} |")
+        out.append(
+            f"| {a['label']} | {a['nfe']} | {a['vjp']} | {fmt_ci(a['reward'])} | "
+            f"{fmt_ci(a['hit'])} | {fmt_ci(a['support'])} |"
+        )
     return out + [""]
 
 
@@ -285,7 +334,8 @@ def _plot_quality(name, ds, workdir) -> str:
     metrics = ds["metrics"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     teacher = ds["teacher"]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        shown = []
         for mname, r in ds["methods"].items():
             ks = sorted(int(k) for k in r["nfe"])
             mean = np.array([r["nfe"][str(k)][metric]["mean"] for k in ks])
@@ -293,24 +343,33 @@ def _plot_quality(name, ds, workdir) -> str:
             hi = np.array([r["nfe"][str(k)][metric]["ci_high"] for k in ks])
             style = "-" if r["family"] == "distillation" else "--"
             (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=mname)
+            shown.append(mean)
             if np.all(np.isfinite(lo)):
-                ax.fill_between(ks, np.maximum(lo, 1e-12), hi, color=line.get_color(), alpha=0.12)
+                ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.12)
         ks = sorted(int(k) for k in ds["teacher_euler"])
-        ax.plot(ks, [ds["teacher_euler"][str(k)][metric] for k in ks], ":", color="grey",
-                marker="x", label="teacher, Euler")
+        euler = [ds["teacher_euler"][str(k)][metric] for k in ks]
+        shown.append(np.asarray(euler))
+        ax.plot(ks, euler, ":", color="grey", marker="x", label="teacher, Euler")
         for solver, marker in (("dopri5", "k*"), ("heun", "kD")):
             sv = teacher["solves"][solver]
             tv = sv["metrics"][metric]
-            if tv > 0:
-                ax.plot([sv["nfe"]], [tv], marker, ms=8,
-                        label=f"teacher {solver} (NFE {sv['nfe']:.0f})")
-                if solver == teacher["reference"]:
-                    ax.axhline(tv, color="k", lw=0.6, alpha=0.5)
+            shown.append(np.asarray([tv]))
+            ax.plot(
+                [sv["nfe"]], [tv], marker, ms=8, label=f"teacher {solver} (NFE {sv['nfe']:.0f})"
+            )
+            if solver == teacher["reference"]:
+                ax.axhline(tv, color="k", lw=0.6, alpha=0.5)
         floor = ds["floors"][metric]
-        if floor > 0:
+        if floor != 0:  # 0 by definition for the error against the exact map
             ax.axhline(floor, color="tab:red", lw=0.8, ls="-.", label="data-vs-data floor")
+            shown.append(np.asarray([floor]))
+        values = np.concatenate([np.ravel(v) for v in shown])
+        values = values[np.isfinite(values)]
+        if values.size and values.min() > 0:
+            ax.set_yscale("log")
+        else:  # unbiased estimates (energy distance) can be negative near 0
+            ax.set_yscale("symlog", linthresh=max(1e-4, float(np.median(np.abs(values))) / 10))
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set_xlabel("NFE (network evaluations per sample)")
         ax.set_title(_METRIC_NAMES.get(metric, metric))
         ax.grid(alpha=0.3, which="both")
@@ -352,8 +411,12 @@ def _plot_samples(name, ds, pics, workdir) -> str:
     cols = max(len(steps), 2)
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.3 * rows), squeeze=False)
     _panels(ds["kind"], axes[0][0], pics["data"], "data (held out)")
-    _panels(ds["kind"], axes[0][1], pics["teacher"],
-            f"teacher {ds['teacher']['reference']} (NFE {ds['teacher']['nfe']:.0f})")
+    _panels(
+        ds["kind"],
+        axes[0][1],
+        pics["teacher"],
+        f"teacher {ds['teacher']['reference']} (NFE {ds['teacher']['nfe']:.0f})",
+    )
     for ax in axes[0][2:]:
         ax.axis("off")
     primary = ds["primary_metric"]
@@ -382,19 +445,30 @@ def _plot_guidance(name, ds, pics, workdir) -> str:
     rows = int(math.ceil(len(names) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.8 * rows), squeeze=False)
     box = g.get("box")
-    for ax in axes.ravel()[len(names):]:
+    for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
-    for ax, aname in zip(axes.ravel(), names):
+    for ax, aname in zip(axes.ravel(), names, strict=False):
         a = g["approaches"][aname]
-        _panels(ds["kind"], ax, pics[aname],
-                f"{aname}\nreward {fmt(a['reward']['mean'])}, hit {fmt(a['hit']['mean'])}")
+        _panels(
+            ds["kind"],
+            ax,
+            pics[aname],
+            f"{aname}\nreward {fmt(a['reward']['mean'])}, hit {fmt(a['hit']['mean'])}",
+        )
         if box is not None:
-            ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
-                                   fill=False, color="tab:red", lw=1))
+            ax.add_patch(
+                Rectangle(
+                    (box[0], box[1]),
+                    box[2] - box[0],
+                    box[3] - box[1],
+                    fill=False,
+                    color="tab:red",
+                    lw=1,
+                )
+            )
     fig.suptitle(f"{name}: guidance with {g['method']} at {g['nfe_budget']} NFE per sample")
     fig.tight_layout()
     fname = f"guidance_{name}.png"
     fig.savefig(os.path.join(workdir, fname), dpi=100)
     plt.close(fig)
     return fname
-

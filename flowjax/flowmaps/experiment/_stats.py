@@ -84,7 +84,9 @@ def teacher_ratios(dataset: Mapping, targets: Mapping[str, float]) -> dict:
         }
 
     def best(steps):
-        cands = [(r[steps], n) for n, r in per_method.items() if math.isfinite(r.get(steps, math.nan))]
+        cands = [
+            (r[steps], n) for n, r in per_method.items() if math.isfinite(r.get(steps, math.nan))
+        ]
         return min(cands)[1] if cands else None
 
     out = {
@@ -95,6 +97,8 @@ def teacher_ratios(dataset: Mapping, targets: Mapping[str, float]) -> dict:
     }
     b1, b2 = best("1"), best("2")
     out["best_one_step"] = entry(b1, "1", targets["one_step"]) if b1 else None
-    out["two_step_of_best"] = entry(b1, "2", targets["two_step"]) if b1 and "2" in per_method[b1] else None
+    out["two_step_of_best"] = (
+        entry(b1, "2", targets["two_step"]) if b1 and "2" in per_method[b1] else None
+    )
     out["best_two_step"] = entry(b2, "2", targets["two_step"]) if b2 else None
     return out

@@ -109,8 +109,16 @@ class BatchStream:
     one dataset re-read it instead of regenerating it.
     """
 
-    def __init__(self, name: str, seeds: Sequence[int], batch_size: int, num_steps: int,
-                 *, cache_mb: float = 256.0, data_kwargs: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        seeds: Sequence[int],
+        batch_size: int,
+        num_steps: int,
+        *,
+        cache_mb: float = 256.0,
+        data_kwargs: dict | None = None,
+    ):
         from flowjax import data
 
         self.name, self.seeds = name, tuple(int(s) for s in seeds)
@@ -126,7 +134,10 @@ class BatchStream:
         from flowjax import data
 
         return data.make_iterator(
-            self.name, global_batch_size=self.batch_size, seed=seed, split="train",
+            self.name,
+            global_batch_size=self.batch_size,
+            seed=seed,
+            split="train",
             **self.data_kwargs,
         )
 
@@ -142,7 +153,9 @@ class BatchStream:
             if self._cache is not None:
                 yield self._cache[:, start : start + n]
             else:
-                yield np.stack([self._read(s, n, it) for s, it in zip(self.seeds, its)])
+                yield np.stack(
+                    [self._read(s, n, it) for s, it in zip(self.seeds, its, strict=True)]
+                )
 
 
 def _ema_decay(decay: float, step):
@@ -215,4 +228,3 @@ def train(
 def unstack(tree, index: int):
     """Seed `index` of a tree with a leading seed axis."""
     return jax.tree.map(lambda x: x[index], tree)
-
