@@ -148,7 +148,8 @@ def measure(
         calls in a closure (e.g. a donated train state).
       units_per_call: work units per call (e.g. K optimizer steps per dispatch); times are
         reported per unit.
-      warmup: calls before timing, the first included (>= 1).
+      warmup: calls before timing, the first included (>= 1; at least 2 are made, so that
+        the block length is chosen from a call without compilation).
       warmup_s: after the first call, warm-up calls go on while one more fits in this many
         seconds (thread pools, allocators and caches settle over many calls, not one).
       repeats: timed blocks; their median is reported.
@@ -174,8 +175,9 @@ def measure(
             first_call_s = time.perf_counter() - t0
         with CompileWatch() as steady:
             last, calls, start = first_call_s, 1, time.perf_counter()
-            # Extra warm-up calls only while one more fits in warmup_s (slow calls get none).
-            while calls < warmup or time.perf_counter() - start + last < warmup_s:
+            # At least one call after the first (which may include compilation) times a
+            # steady call; more only while one more fits in warmup_s.
+            while calls < max(warmup, 2) or time.perf_counter() - start + last < warmup_s:
                 t0 = time.perf_counter()
                 sync(call())
                 last = time.perf_counter() - t0

@@ -26,8 +26,11 @@ Variants (comma-separated): a method, one of lmd, emd, progressive, consistency_
 The trainer's periodic evaluation samples a network as a velocity field with one time, which
 does not apply to a two-time student: evaluation is off (eval.every = -1); evaluate the
 student with `load_flow_map` + `fj.flowmaps.sample` or with `python -m experiments.flowmaps`.
-Expected: LMD from a 10k-step toy2d teacher gives a 2-jump sample of the 8 squares; the
-experiment harness (experiments/flowmaps.py) measures such maps against NFE.
+Expected: the smoke variant runs in seconds (tests/test_flowmaps_experiment.py trains it from
+a toy2d smoke teacher, also with the teacher named by its workdir). The full-length run was not
+timed here; for scale, `python -m experiments.flowmaps` measured LMD on the checkerboard with a
+smaller MLP (128 x 3) after 3000 steps at batch 128: histogram KL 0.67 at 1 jump and 0.57 at 2
+jumps, against 0.31 for its teacher at 128 NFE.
 """
 
 import ml_collections

@@ -12,9 +12,10 @@ map with the one-step denoiser, best-of-N and SMC.
   python -m experiments.flowmaps --config=configs/flowmaps_digits.py --workdir=/tmp/fmx_d3 \
       --config.suites.digits.label=3 --config.methods=lmd,lsd,meanflow
 
-Variants: `smoke` (minutes on a CPU: a tiny U-Net, two methods, few steps, one seed).
-The full run is sized for one GPU (about an hour there); on a laptop CPU use `smoke` or
-reduce `train.num_steps` and the method list.
+Variants: `smoke` (a tiny U-Net, two methods, 40 steps, one seed: it checks the pipeline,
+its numbers mean nothing; measured 9 minutes on 2 shared CPU cores, nearly all of it compiling
+the U-Net's forward-mode derivatives). The full run is sized for a GPU and has not been run
+or timed yet; on a CPU reduce `train.num_steps` and the method list.
 """
 
 import ml_collections
