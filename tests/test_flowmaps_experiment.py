@@ -382,19 +382,6 @@ def test_flow_map_distillation_through_the_trainer(distilled, trained_teacher):
         load_flow_map(str(trained_teacher[0]))
 
 
-def _hook_applied() -> bool:
-    import inspect
-
-    from flowjax.train import experiment as train_experiment
-
-    return "bind_teacher" in inspect.getsource(train_experiment.objective_kwargs)
-
-
-@pytest.mark.skipif(
-    not _hook_applied(),
-    reason="needs the teacher hook in flowjax/train/"
-    "experiment.py (bind_teacher in objective_kwargs)",
-)
 def test_teacher_named_by_its_workdir_in_the_config(tmp_path, trained_teacher, distilled):
     """The launch path of experiments/main.py: the config names the teacher by its workdir;
     the run equals the one given the loaded teacher object, parameter for parameter."""

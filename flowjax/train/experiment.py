@@ -136,12 +136,15 @@ def _components():
     }
 
 
-def objective_kwargs(config, spec) -> tuple[dict, str]:
+def objective_kwargs(config, spec, devices: Sequence[Any] | None = None) -> tuple[dict, str]:
     """(keyword arguments of the objective, prediction kind of the network).
 
     A config field the objective does not take must keep its default value; anything else
     is a mistake (e.g. a weighting on flow matching) and raises a ValueError naming it.
+    A teacher named by a string in `objective.kwargs` (a run directory of a trained flowjax
+    model, for the flow-map distillation objectives) is loaded here, on `devices`.
     """
+    from flowjax.flowmaps.teacher import bind_teacher
     from configs import default
     from flowjax import objectives, paths
 
@@ -175,6 +178,7 @@ def objective_kwargs(config, spec) -> tuple[dict, str]:
     if "num_classes" in accepted:
         kwargs["num_classes"] = spec.num_classes
     kwargs.update(obj.kwargs.to_dict())
+    kwargs = bind_teacher(kwargs, devices=devices)  # raises a ValueError naming the field
     try:
         objectives.make_objective(obj.name, **kwargs)  # the objective's own early checks
     except (TypeError, ValueError) as e:
@@ -198,7 +202,7 @@ def build(config, devices: Sequence[Any] | None = None) -> Experiment:
     mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     spec = data.spec(config.data.name)
     apply_fn, init_params = _model(config, spec)
-    kwargs, kind = objective_kwargs(config, spec)
+    kwargs, kind = objective_kwargs(config, spec, devices)
     loss = objectives.make_objective(config.objective.name, **kwargs)
     loss_fn = functools.partial(loss, model=apply_fn)
     optimizer, schedule = make_optimizer(config.optim, config.train.num_steps)
