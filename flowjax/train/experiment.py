@@ -144,9 +144,9 @@ def objective_kwargs(config, spec, devices: Sequence[Any] | None = None) -> tupl
     A teacher named by a string in `objective.kwargs` (a run directory of a trained flowjax
     model, for the flow-map distillation objectives) is loaded here, on `devices`.
     """
-    from flowjax.flowmaps.teacher import bind_teacher
     from configs import default
     from flowjax import objectives, paths
+    from flowjax.flowmaps.teacher import bind_teacher
 
     obj = config.objective
     accepted = [
