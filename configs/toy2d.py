@@ -22,6 +22,10 @@ def get_config(arg=None):
     config.data.batch_size = 256
     config.model.name = "mlp"
     config.model.variant = "base"
+    # t in [0, 1] enters the sinusoidal embedding unscaled: the DDPM-style 1000 t made the 2D
+    # field oscillate in t and multiplied dopri5's NFE ~15x at the same training loss
+    # (BENCHMARKS.md, finding 1). Smoke variants reset the overrides.
+    config.model.overrides.time_scale = 1.0
     config.optim.lr = 1e-3
     config.optim.warmup_steps = 200
     config.ema.decays = (0.999,)
