@@ -370,29 +370,6 @@ def test_arm_field_is_each_arms_velocity():
     assert trainer.kinds == ["velocity", "eps", "x1"]
 
 
-def test_plan_sampled_pairs_follow_the_plan():
-    import jax
-    import jax.numpy as jnp
-
-    from flowjax.compare._programs import PlanSampledOT, draw_pairs
-
-    n = 5
-    log_plan = jax.random.normal(jax.random.key(0), (n, n)) * 1.5
-    plan = np.asarray(jax.nn.softmax(log_plan.reshape(-1)))
-    draws = 200_000
-    i, j = jax.jit(draw_pairs, static_argnums=2)(jax.random.key(1), log_plan, draws)
-    freq = np.bincount(np.asarray(i * n + j), minlength=n * n) / draws
-    se = np.sqrt(plan * (1 - plan) / draws)
-    assert np.all(np.abs(freq - plan) < 5 * se + 1e-5)
-    # As a coupling: x1 keeps its label, and the pairs are rows of x0 and x1.
-    x0 = jax.random.normal(jax.random.key(2), (8, 2))
-    x1 = jax.random.normal(jax.random.key(3), (8, 2)) + 2.0
-    coupling = PlanSampledOT(epsilon=0.1, num_iters=200, threshold=1e-3)
-    a, c, lab = jax.jit(coupling)(jax.random.key(4), x0, x1, jnp.arange(8))
-    np.testing.assert_array_equal(c, x1[lab])
-    assert all(any(np.array_equal(row, r) for r in np.asarray(x0)) for row in np.asarray(a))
-
-
 def test_compare_configs_build():
     from configs import compare_cifar10, compare_digits
 

@@ -221,3 +221,22 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="square"):
         linear_sum_assignment(jnp.zeros((3, 4)))
     assert get_coupling("minibatch_ot", method="exact") == MinibatchOT(method="exact")
+
+
+def test_draw_pairs_follows_the_plan():
+    """The two-stage draw (row from row sums, then column) has the law of the flattened plan:
+    every entry's frequency within 5 standard errors of its probability."""
+    n, draws = 5, 200_000
+    log_plan = jax.random.normal(jax.random.key(0), (n, n)) * 1.5
+    plan = np.asarray(jax.nn.softmax(log_plan.reshape(-1)))
+    i, j = jax.jit(fj.couplings.draw_pairs, static_argnums=2)(jax.random.key(1), log_plan, draws)
+    freq = np.bincount(np.asarray(i * n + j), minlength=n * n) / draws
+    se = np.sqrt(plan * (1 - plan) / draws)
+    assert np.all(np.abs(freq - plan) < 5 * se + 1e-5)
+    # The minibatch-OT coupling with replacement pairs rows of x0 with rows of x1.
+    x0 = jax.random.normal(jax.random.key(2), (8, 2))
+    x1 = jax.random.normal(jax.random.key(3), (8, 2)) + 2.0
+    coupling = fj.couplings.MinibatchOT(epsilon=0.1, num_iters=200, replace=True)
+    a, c, lab = jax.jit(coupling)(jax.random.key(4), x0, x1, jnp.arange(8))
+    np.testing.assert_array_equal(c, x1[lab])
+    assert all(any(np.array_equal(row, r) for r in np.asarray(x0)) for row in np.asarray(a))

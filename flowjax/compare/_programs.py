@@ -20,13 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax.couplings import AbstractCoupling, MinibatchOT, sinkhorn_log_plan
 from flowjax.paths import AffinePath
 
 __all__ = [
     "ArmModel",
     "ArmField",
-    "PlanSampledOT",
     "SwitchPath",
     "Trainer",
     "build_trainer",
@@ -125,65 +123,12 @@ def build_apply_fn(model_config, spec) -> tuple[Callable, Callable]:
     return apply_fn, lambda key: models.functional(module(key))[1]
 
 
-class PlanSampledOT(AbstractCoupling):
-    """`fj.couplings.MinibatchOT` (Sinkhorn, with replacement) with its pairs drawn in two stages.
-
-    Drawing a row i from the plan's row sums, then a column j from row i, draws (i, j) from
-    the plan exactly as sampling its flattened B^2 entries does (P(i) P(j | i) = P_ij). Both
-    stages invert a cumulative sum with one uniform per pair, so a step draws 2B random
-    numbers instead of the B^3 Gumbel variates of `jax.random.categorical` over the flattened
-    plan with B samples (which dominated a CPU training step ~100x).
-    """
-
-    epsilon: float = eqx.field(static=True)
-    num_iters: int = eqx.field(static=True)
-    threshold: float = eqx.field(static=True)
-
-    def _pair(self, key, x0, x1, labels):
-        log_plan = sinkhorn_log_plan(
-            x0,
-            x1,
-            epsilon=self.epsilon,
-            scale_cost="mean",
-            num_iters=self.num_iters,
-            threshold=self.threshold,
-        )
-        i, j = draw_pairs(key, log_plan, x1.shape[0])
-        return x0[i], x1[j], None if labels is None else labels[j]
-
-
-def draw_pairs(key, log_plan: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
-    """`num` index pairs (i, j) drawn with replacement with probability proportional to
-    exp(log_plan[i, j]): a row from the row sums, then a column from that row, each by
-    inverting a cumulative sum with one uniform."""
-    n, m = log_plan.shape
-    plan = jax.nn.softmax(log_plan.reshape(-1)).reshape(n, m)
-    u_row, u_col = jax.random.uniform(key, (2, num), plan.dtype)
-    cdf_row = jnp.cumsum(plan.sum(axis=1))
-    i = jnp.minimum(jnp.searchsorted(cdf_row, u_row * cdf_row[-1], side="right"), n - 1)
-    cdf_col = jnp.cumsum(plan[i], axis=1)
-    j = jnp.minimum(jnp.sum(cdf_col < (u_col * cdf_col[:, -1])[:, None], axis=1), m - 1)
-    return i, j
-
-
-def _fast_coupling(coupling):
-    """The coupling to train with: MinibatchOT's Sinkhorn with replacement gets two-stage pair
-    sampling (same distribution, far cheaper on CPU); everything else is used as it is."""
-    if isinstance(coupling, MinibatchOT) and coupling.method == "sinkhorn" and coupling.replace:
-        return PlanSampledOT(
-            epsilon=coupling.epsilon, num_iters=coupling.num_iters, threshold=coupling.threshold
-        )
-    return coupling
-
-
 def _arm_loss(arm, apply_fn, spec, t_eps: float):
     """(loss(params, key, batch), prediction kind, ArmModel) of one resolved arm."""
     from flowjax import objectives
     from flowjax.train.experiment import objective_kwargs
 
     kwargs, kind = objective_kwargs(arm.config, spec)
-    if "coupling" in kwargs:
-        kwargs["coupling"] = _fast_coupling(kwargs["coupling"])
     path = kwargs["path"]
     model = apply_fn
     if arm.precond == "edm":
