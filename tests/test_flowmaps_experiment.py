@@ -207,8 +207,16 @@ def test_config_errors_name_the_field():
     c.eval.nfe = (1, 4)
     with pytest.raises(ValueError, match="config.eval.nfe: must contain 1 and 2"):
         experiment.check_config(c)
-    with pytest.raises(ValueError, match="unknown config variant"):
+    with pytest.raises(ValueError, match="unknown config variant.*valid: smoke, target"):
         flowmaps_default.get_config("smoke,fast")
+    # The target variant is a valid experiment: LMD alone on the checkerboard, trained longer.
+    c = flowmaps_default.get_config("target")
+    experiment.check_config(c)
+    assert (c.datasets, c.methods) == ("checkerboard", "lmd")
+    assert (
+        c.suites.checkerboard.num_steps
+        > flowmaps_default.get_config().suites.checkerboard.num_steps
+    )
 
 
 def test_guidance_approaches_share_the_nfe_budget():
