@@ -109,3 +109,44 @@ def split_count(batch_size: int, fraction: float) -> int:
 def masked_mean(values, count: int):
     """Mean of a possibly empty term (0 when empty) for the aux dict."""
     return jnp.mean(values) if count > 0 else jnp.zeros((), values.dtype)
+
+
+# ----------------------------------------------------- shared by LMD and EMD (map distillation)
+
+DIRECTIONS = ("forward", "both")
+
+
+def check_map_distillation_kwargs(kwargs: dict, objective: str) -> None:
+    """The early checks of LMD and EMD: model, path, teacher, time_dist, directions."""
+    if "model" in kwargs:
+        check_model(kwargs["model"], objective)
+    if "path" in kwargs:
+        check_path(kwargs["path"], objective)
+    if "teacher" in kwargs:
+        check_teacher(kwargs["teacher"], objective)
+    if "time_dist" in kwargs:
+        check_time_dist(kwargs["time_dist"], objective)
+    if "directions" in kwargs:
+        check_choice(kwargs["directions"], "directions", DIRECTIONS, objective)
+
+
+def map_distillation_points(key, batch: dict, *, path, teacher, time_dist, directions, objective):
+    """The draw of LMD and EMD (Boffi et al. 2024): x0 ~ N(0, I), times s, t from `time_dist`
+    (sorted to s <= t when directions == "forward") and the path point x_s.
+
+    Returns (x_s, s, t, labels, the teacher with the labels bound, key for the model).
+    """
+    time_dist = check_time_dist(time_dist, objective)
+    x1, labels = check_batch(batch, objective)
+    k_x0, k_t, k_model = jax.random.split(key, 3)
+    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
+    s, t = sample_pairs(
+        k_t,
+        x1.shape[0],
+        dtype=x1.dtype,
+        time_dist=time_dist,
+        path=path,
+        ordered=directions == "forward",
+    )
+    x_s = path.interpolate(x0, x1, s)
+    return x_s, s, t, labels, with_labels(teacher, labels), k_model

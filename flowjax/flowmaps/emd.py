@@ -29,21 +29,12 @@ __all__ = ["loss", "validate_kwargs"]
 
 _NAME = "emd"
 _UNIFORM = Uniform()
-DIRECTIONS = ("forward", "both")
+DIRECTIONS = _common.DIRECTIONS
 
 
 def validate_kwargs(**kwargs) -> None:
     """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    if "model" in kwargs:
-        _common.check_model(kwargs["model"], _NAME)
-    if "path" in kwargs:
-        _common.check_path(kwargs["path"], _NAME)
-    if "teacher" in kwargs:
-        _common.check_teacher(kwargs["teacher"], _NAME)
-    if "time_dist" in kwargs:
-        _common.check_time_dist(kwargs["time_dist"], _NAME)
-    if "directions" in kwargs:
-        _common.check_choice(kwargs["directions"], "directions", DIRECTIONS, _NAME)
+    _common.check_map_distillation_kwargs(kwargs, _NAME)
 
 
 def loss(
@@ -73,22 +64,16 @@ def loss(
       (loss, aux) with aux = {"loss", "gap_mean", "per_example_loss" (B,)}.
     """
     validate_kwargs(model=model, path=path, teacher=teacher, directions=directions)
-    time_dist = _common.check_time_dist(time_dist, _NAME)
-    x1, labels = _common.check_batch(batch, _NAME)
     X = FlowMap(model)
-    b = _common.with_labels(teacher, labels)
-
-    k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    s, t = _common.sample_pairs(
-        k_t,
-        x1.shape[0],
-        dtype=x1.dtype,
-        time_dist=time_dist,
+    x_s, s, t, labels, b, k_model = _common.map_distillation_points(
+        key,
+        batch,
         path=path,
-        ordered=directions == "forward",
+        teacher=teacher,
+        time_dist=time_dist,
+        directions=directions,
+        objective=_NAME,
     )
-    x_s = path.interpolate(x0, x1, s)
     b_s = jax.lax.stop_gradient(b(x_s, s))
 
     def of_start(xx, ss):
