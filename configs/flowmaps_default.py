@@ -26,12 +26,11 @@ seeds, the best method's 1- and 2-step KL as a ratio to the teacher's against th
 1.15x / 1.05x (as measured, met or not), the data-vs-data floors, the guidance table, and
 findings computed from those numbers.
 
-Measured: 808 s wall, 516 s process CPU time, on 2 CPU cores shared with other jobs (load
-average 6-7 throughout); on 2 idle cores expect between about 260 s (CPU time / 2) and the
-CPU time. Results of that run: checkerboard teacher KL 0.31 (Heun, 128 NFE; floor 0.03);
-best 1-step map LMD, KL 0.67 = 2.15x the teacher's, 2 steps 0.57 = 1.83x (targets 1.15x / 1.05x
-not met at this CPU budget); mixture: best 1-step map progressive distillation, MSE 0.064 to
-the exact map (one Euler step of the exact velocity: 3.7).
+Measured (2026-11-22, 2 quiet CPU cores, jax 0.10.2): 434 s wall, 560 s process CPU time.
+Checkerboard teacher KL 0.31 (Heun, 128 NFE; data-vs-data floor 0.03); best 1-step map LMD,
+KL 0.668 = 2.15x the teacher's, 2 steps 0.568 = 1.83x (targets 1.15x / 1.05x not met at this
+budget: see the `target` variant); mixture: best 1-step map progressive distillation, MSE
+0.065 to the exact map (one Euler step of the exact velocity: 3.7).
 """
 
 import ml_collections
