@@ -21,12 +21,11 @@ Variants (comma-separated): `ablation` (start from `ablation.base` = ddpm and ch
 factor at a time: path -> condot, target -> velocity, weighting -> min_snr, time -> logit-normal),
 `smoke` (seconds: one dataset, two arms, tiny network, few steps).
 
-Expected runtime: about 340 s of CPU time, so about 6 minutes on 2 idle CPU cores (JAX
-compilation is about a minute of it); measured 10.8 minutes of wall time on a 2-core machine
-shared with other jobs that left it half the CPU. report.md gives per dataset the final quality
-of every arm with 95% intervals over the 3 seeds, the steps and seconds each needs to reach 2x
-the best final value and the speed-up over DDPM with its interval, quality against NFE for
-Euler/Heun/dopri5/SDE sampling, and findings computed from those numbers.
+Runtime: measured 244 s of wall time (345 s of CPU time) on 2 quiet CPU cores (2026-11-22, jax
+0.10.2); 10.8 minutes on the same machine shared with other jobs. report.md gives per dataset
+the final quality of every arm with 95% intervals over the 3 seeds, the steps and seconds each
+needs to reach 2x the best final value and the speed-up over DDPM with its interval, quality
+against NFE for Euler/Heun/dopri5/SDE sampling, and findings computed from those numbers.
 
 Expected result (measured with the command above, 3 seeds): on the mixture every other arm
 ends with a lower KL(data || model) than DDPM (fm - ddpm = -0.25 nats, 95% CI [-0.34, -0.16]);
