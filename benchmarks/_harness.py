@@ -306,8 +306,18 @@ def environment() -> dict:
     except AttributeError:
         usable = os.cpu_count()
     dists = (
-        "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "numpy",
-        "torch", "torchcfm", "flow-matching", "torchdiffeq", "POT",
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "diffrax",
+        "equinox",
+        "numpy",
+        "torch",
+        "torchcfm",
+        "flow-matching",
+        "torchdiffeq",
+        "POT",
     )
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -334,8 +344,14 @@ def agreement(name: str, got, ref, *, atol: float, rtol: float = 0.0) -> dict:
     got = np.asarray(got, np.float64)
     ref = np.asarray(ref, np.float64)
     if got.shape != ref.shape:
-        return {"name": name, "ok": False, "max_abs_err": None, "atol": atol, "rtol": rtol,
-                "detail": f"shapes differ: {got.shape} vs {ref.shape}"}
+        return {
+            "name": name,
+            "ok": False,
+            "max_abs_err": None,
+            "atol": atol,
+            "rtol": rtol,
+            "detail": f"shapes differ: {got.shape} vs {ref.shape}",
+        }
     err = np.abs(got - ref)
     finite = bool(np.all(np.isfinite(got)))
     ok = finite and bool(np.all(err <= atol + rtol * np.abs(ref)))

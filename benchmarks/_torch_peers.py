@@ -95,8 +95,11 @@ def port_mlp(params: dict, hyper: dict, dim: int, dtype=torch.float32) -> TorchM
         raise ValueError("port_mlp: only the plain one-time unconditional MLP is ported")
     if hyper.get("activation", "silu") not in ("silu", "swish"):
         raise ValueError(f"port_mlp: activation must be silu, got {hyper['activation']!r}")
-    kw = {k: hyper[k] for k in ("width", "depth", "freq_dim", "emb_dim", "time_scale")
-          if hyper.get(k) is not None}
+    kw = {
+        k: hyper[k]
+        for k in ("width", "depth", "freq_dim", "emb_dim", "time_scale")
+        if hyper.get(k) is not None
+    }
     model = TorchMLP(dim, **kw)
     t_embed = params["cond"]["t_embed"]
     _copy_linear(model.t_dense0, t_embed["dense0"])
@@ -104,8 +107,10 @@ def port_mlp(params: dict, hyper: dict, dim: int, dtype=torch.float32) -> TorchM
     _copy_linear(model.dense_in, params["dense_in"])
     hidden = params.get("hidden", {})
     if len(hidden) != len(model.hidden):
-        raise ValueError(f"port_mlp: {len(hidden)} hidden layers in params, "
-                         f"{len(model.hidden)} in the torch model")
+        raise ValueError(
+            f"port_mlp: {len(hidden)} hidden layers in params, "
+            f"{len(model.hidden)} in the torch model"
+        )
     for i, layer in enumerate(model.hidden):
         _copy_linear(layer, hidden[i] if i in hidden else hidden[str(i)])
     _copy_linear(model.dense_out, params["dense_out"])
@@ -207,8 +212,9 @@ class count_calls(nn.Module):  # noqa: N801 (used like a function)
         return self.model(x, t)
 
 
-def fm_sample(model: nn.Module, x0: torch.Tensor, *, rtol: float, atol: float,
-              method: str = "dopri5") -> torch.Tensor:
+def fm_sample(
+    model: nn.Module, x0: torch.Tensor, *, rtol: float, atol: float, method: str = "dopri5"
+) -> torch.Tensor:
     """flow_matching's ODESolver.sample from t = 0 to t = 1 (adaptive, torchdiffeq)."""
     from flow_matching.solver import ODESolver
 
@@ -223,8 +229,15 @@ def _std_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
     return -0.5 * x.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi)
 
 
-def fm_log_prob(model: nn.Module, x1: torch.Tensor, *, rtol: float, atol: float,
-                exact: bool = True, method: str = "dopri5") -> torch.Tensor:
+def fm_log_prob(
+    model: nn.Module,
+    x1: torch.Tensor,
+    *,
+    rtol: float,
+    atol: float,
+    exact: bool = True,
+    method: str = "dopri5",
+) -> torch.Tensor:
     """flow_matching's ODESolver.compute_likelihood (t = 1 -> 0) with an N(0, I) prior."""
     from flow_matching.solver import ODESolver
 

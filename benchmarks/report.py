@@ -1,6 +1,6 @@
 """Markdown tables of a results JSON (for BENCHMARKS.md).
 
-    python -m benchmarks.report benchmarks/results/cpu.json
+python -m benchmarks.report benchmarks/results/cpu.json
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def markdown(doc: dict) -> str:
     ]
     wait = env.get("wait_quiet")
     if wait:
-        out.append(f"- waited {wait['waited_s']} s for a 1-min load < {wait['max_load']}: "
-                   f"{'reached' if wait['quiet'] else 'NOT reached (figures taken under load)'}")
+        out.append(
+            f"- waited {wait['waited_s']} s for a 1-min load < {wait['max_load']}: "
+            f"{'reached' if wait['quiet'] else 'NOT reached (figures taken under load)'}"
+        )
     for dtype, p in doc["matmul_peak"].items():
         out.append(
             f"- matmul peak {dtype}, n = {p['n']}: {p['flops_per_s'] / 1e9:.1f} GFLOP/s "
@@ -56,8 +58,11 @@ def markdown(doc: dict) -> str:
             f"| {r['recompiles']} |"
         )
     if doc["comparisons"]:
-        out += ["", "| comparison | speed ratio (peer s / flowjax s) | checks (max abs error) |",
-                "|---|---:|---|"]
+        out += [
+            "",
+            "| comparison | speed ratio (peer s / flowjax s) | checks (max abs error) |",
+            "|---|---:|---|",
+        ]
         for c in doc["comparisons"]:
             ratio = f"{c['speedup']:.2f}×" if c["speedup"] is not None else "refused"
             checks = "; ".join(

@@ -75,25 +75,50 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     d = Settings()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default="all",
-                   help=f"comma-separated suites of {sorted(SUITES)}, or 'all' (= {_ALL})")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        default="all",
+        help=f"comma-separated suites of {sorted(SUITES)}, or 'all' (= {_ALL})",
+    )
     p.add_argument("--out", default="bench_results.json", help="JSON output file")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed blocks (median)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="calls before timing")
-    p.add_argument("--warmup-s", type=float, default=d.warmup_s,
-                   help="warm-up calls go on for at least this many seconds")
-    p.add_argument("--min-repeat-s", type=float, default=d.min_repeat_s,
-                   help="each timed block lasts at least this long")
-    p.add_argument("--dtype", default=d.dtype, choices=("float32", "bfloat16"),
-                   help="compute dtype of the flowjax networks")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=d.warmup_s,
+        help="warm-up calls go on for at least this many seconds",
+    )
+    p.add_argument(
+        "--min-repeat-s",
+        type=float,
+        default=d.min_repeat_s,
+        help="each timed block lasts at least this long",
+    )
+    p.add_argument(
+        "--dtype",
+        default=d.dtype,
+        choices=("float32", "bfloat16"),
+        help="compute dtype of the flowjax networks",
+    )
     p.add_argument("--no-peers", action="store_true", help="skip torchcfm / flow_matching")
-    p.add_argument("--skip-large", action="store_true",
-                   help="skip the U-Net cifar10 and DiT train steps (slow on CPU)")
+    p.add_argument(
+        "--skip-large",
+        action="store_true",
+        help="skip the U-Net cifar10 and DiT train steps (slow on CPU)",
+    )
     p.add_argument("--mlp-batches", type=_ints, default=d.mlp_batches)
-    p.add_argument("--mlp-time-scale", type=float, default=d.mlp_time_scale,
-                   help="time-embedding scale of the 2D MLP (flowjax's MLP default: 1000)")
+    p.add_argument(
+        "--mlp-time-scale",
+        type=float,
+        default=d.mlp_time_scale,
+        help="time-embedding scale of the 2D MLP (flowjax's MLP default: 1000)",
+    )
     p.add_argument("--ks", type=_ints, default=d.dispatch_ks, help="steps per dispatch")
     p.add_argument("--image-batch", type=int, default=d.image_batch)
     p.add_argument("--large-batch", type=int, default=d.large_batch)
@@ -102,9 +127,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-images", type=int, default=d.n_images)
     p.add_argument("--train-steps-2d", type=int, default=d.train_steps_2d)
     p.add_argument("--matmul-n", type=int, default=None, help="size of the peak matmul")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="first wait up to this many seconds for the 1-minute load average "
-                        "to fall below --max-load (polled every 60 s)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="first wait up to this many seconds for the 1-minute load average "
+        "to fall below --max-load (polled every 60 s)",
+    )
     p.add_argument("--max-load", type=float, default=1.5)
     args = p.parse_args(argv)
     names = _ALL if args.suite == "all" else tuple(x for x in args.suite.split(",") if x)
@@ -137,11 +166,18 @@ def settings_from(args) -> Settings:
         train_steps_2d=args.train_steps_2d,
     )
     if jax.default_backend() != "cpu" and args.large_batch == Settings().large_batch:
-        s = dataclasses.replace(s, image_batch=128, large_batch=128,
-                                large_models=("unet/cifar10", "dit/S/2", "dit/B/2"))
+        s = dataclasses.replace(
+            s, image_batch=128, large_batch=128, large_models=("unet/cifar10", "dit/S/2", "dit/B/2")
+        )
     if "smoke" in args.suites:
-        s = dataclasses.replace(s, mlp_variant="tiny", mlp_batches=(32,), dispatch_ks=(2,),
-                                min_repeat_s=0.02, warmup_s=0.05)
+        s = dataclasses.replace(
+            s,
+            mlp_variant="tiny",
+            mlp_batches=(32,),
+            dispatch_ks=(2,),
+            min_repeat_s=0.02,
+            warmup_s=0.05,
+        )
     return s
 
 
@@ -152,8 +188,12 @@ def wait_quiet(max_wait_s: float, max_load: float, poll_s: float = 60.0) -> dict
         load = loadavg()
         seen.append(load[0] if load else None)
         if load is None or load[0] < max_load or time.time() - start >= max_wait_s:
-            return {"waited_s": round(time.time() - start, 1), "quiet": bool(load and
-                    load[0] < max_load), "max_load": max_load, "polled_1min_loads": seen}
+            return {
+                "waited_s": round(time.time() - start, 1),
+                "quiet": bool(load and load[0] < max_load),
+                "max_load": max_load,
+                "polled_1min_loads": seen,
+            }
         print(f"[benchmarks] load {load[0]:.2f} >= {max_load}; waiting", flush=True)
         time.sleep(min(poll_s, max(1.0, max_wait_s - (time.time() - start))))
 
@@ -173,37 +213,59 @@ def evaluate_targets(doc: dict) -> list[dict]:
 
     def add(name, threshold, measured, detail):
         met = None if measured is None else bool(measured >= threshold)
-        out.append({"name": name, "threshold": threshold, "measured": measured, "met": met,
-                    "detail": detail})
+        out.append(
+            {
+                "name": name,
+                "threshold": threshold,
+                "measured": measured,
+                "met": met,
+                "detail": detail,
+            }
+        )
 
     for batch, key in ((256, "train_b256_vs_torchcfm"), (4096, "train_b4096_vs_torchcfm")):
         c = _find(comps, kind="train", batch=batch, K=kmax, peer="torchcfm")
-        add(key, TARGETS[key], None if c is None else c["speedup"],
+        add(
+            key,
+            TARGETS[key],
+            None if c is None else c["speedup"],
             f"flowjax steps/s (K={kmax}) / torchcfm steps/s, 2D MLP, batch {batch}"
-            + ("" if c is None or c["refused"] is None else f"; refused: {c['refused']}"))
+            + ("" if c is None or c["refused"] is None else f"; refused: {c['refused']}"),
+        )
     r = _find(rows, suite="train", impl="flowjax", batch=4096, K=kmax)
-    add("train_b4096_frac_of_matmul_peak", TARGETS["train_b4096_frac_of_matmul_peak"],
+    add(
+        "train_b4096_frac_of_matmul_peak",
+        TARGETS["train_b4096_frac_of_matmul_peak"],
         None if r is None else r["frac_of_peak"],
-        "achieved FLOP/s of the batch-4096 step (XLA cost analysis) / measured matmul peak")
+        "achieved FLOP/s of the batch-4096 step (XLA cost analysis) / measured matmul peak",
+    )
     c = _find(comps, kind="sample", peer="flow_matching", match="equal_tolerance")
     detail = "flow_matching ODESolver time / flowjax sample_ode time, dopri5, equal tolerance"
     if c is not None and c["refused"] is not None:
         detail += f"; at the requested tolerance refused ({c['refused']})"
         c = _find(comps, kind="sample", peer="flow_matching", match="equal_tolerance_tightened")
         if c is not None:
-            detail += (f"; both tightened to rtol=atol={c['peer_rtol']:g}, where both results "
-                       "meet the reference")
-    add("sample_vs_flow_matching", TARGETS["sample_vs_flow_matching"],
-        None if c is None else c["speedup"], detail)
+            detail += (
+                f"; both tightened to rtol=atol={c['peer_rtol']:g}, where both results "
+                "meet the reference"
+            )
+    add(
+        "sample_vs_flow_matching",
+        TARGETS["sample_vs_flow_matching"],
+        None if c is None else c["speedup"],
+        detail,
+    )
     fj_rows = [r for r in rows if r["impl"] == "flowjax"]
     recompiles = sum(r["recompiles"] for r in fj_rows)
-    out.append({
-        "name": "no_recompilation",
-        "threshold": 0,
-        "measured": recompiles,
-        "met": (recompiles == 0) if fj_rows else None,
-        "detail": "XLA compiles (jax.monitoring events) after the first call, all flowjax rows",
-    })
+    out.append(
+        {
+            "name": "no_recompilation",
+            "threshold": 0,
+            "measured": recompiles,
+            "met": (recompiles == 0) if fj_rows else None,
+            "detail": "XLA compiles (jax.monitoring events) after the first call, all flowjax rows",
+        }
+    )
     return out
 
 
@@ -223,9 +285,11 @@ def format_table(doc: dict) -> str:
     ]
     for dtype, p in doc["matmul_peak"].items():
         lines.append(f"matmul peak {dtype} (n={p['n']}): {p['flops_per_s'] / 1e9:.1f} GFLOP/s")
-    head = (f"{'suite':<10} {'case':<28} {'impl':<14} {'ms/unit':>10} {'unit/s':>10} "
-            f"{'compile s':>9} {'nfe':>5} {'GFLOP/s':>8} {'%peak':>6} {'xla MB':>7} "
-            f"{'rss MB':>7} {'recomp':>6}")
+    head = (
+        f"{'suite':<10} {'case':<28} {'impl':<14} {'ms/unit':>10} {'unit/s':>10} "
+        f"{'compile s':>9} {'nfe':>5} {'GFLOP/s':>8} {'%peak':>6} {'xla MB':>7} "
+        f"{'rss MB':>7} {'recomp':>6}"
+    )
     lines += ["", head, "-" * len(head)]
     for r in doc["results"]:
         xla = (r.get("xla_memory") or {}).get("total_bytes")
@@ -241,8 +305,9 @@ def format_table(doc: dict) -> str:
         lines += ["", "speed ratios (peer time / flowjax time; > 1 means flowjax is faster):"]
         for c in doc["comparisons"]:
             status = f"{c['speedup']:.2f}x" if c["speedup"] is not None else "REFUSED"
-            errs = ", ".join(f"{ch['name']}: {_fmt(ch['max_abs_err'], '.1e')}"
-                             for ch in c["checks"])
+            errs = ", ".join(
+                f"{ch['name']}: {_fmt(ch['max_abs_err'], '.1e')}" for ch in c["checks"]
+            )
             lines.append(f"  {c['name']:<62} {status:>9}   [{errs}]")
             if c["refused"]:
                 lines.append(f"    {c['refused']}")
@@ -250,8 +315,10 @@ def format_table(doc: dict) -> str:
         lines += ["", "targets:"]
         for t in doc["targets"]:
             mark = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-            lines.append(f"  {t['name']:<34} >= {t['threshold']:<5} measured "
-                         f"{_fmt(t['measured'], '.3g')} -> {mark}")
+            lines.append(
+                f"  {t['name']:<34} >= {t['threshold']:<5} measured "
+                f"{_fmt(t['measured'], '.3g')} -> {mark}"
+            )
     return "\n".join(lines)
 
 
@@ -262,8 +329,11 @@ def _document(ctx: Context, *, smoke: bool, final: bool) -> dict:
         for dtype, start in list(recorder.peaks.items()):
             end = matmul_peak(jnp.dtype(dtype), start["n"], repeats=3 if smoke else 7)
             best = max(start, end, key=lambda p: p["flops_per_s"])
-            recorder.peaks[dtype] = {**best, "flops_per_s_start": start["flops_per_s"],
-                                     "flops_per_s_end": end["flops_per_s"]}
+            recorder.peaks[dtype] = {
+                **best,
+                "flops_per_s_start": start["flops_per_s"],
+                "flops_per_s_end": end["flops_per_s"],
+            }
         for row in recorder.results:
             peak = ctx.peak(row.get("dtype", "float32"))
             if row.get("flops_per_s") is not None and peak:
@@ -291,7 +361,8 @@ def main(argv=None) -> dict:
     recorder = Recorder(env=env, settings=dataclasses.asdict(settings))
     recorder.settings["suites"] = list(args.suites)
     recorder.settings["command"] = "python -m benchmarks.run " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+        sys.argv[1:] if argv is None else argv
+    )
     if settings.peers:
         try:
             import torch
@@ -303,7 +374,8 @@ def main(argv=None) -> dict:
         if settings.peers and jax.default_backend() != "cpu":
             recorder.notes.append(
                 "peers skipped: flowjax runs on an accelerator and the torch peers on CPU "
-                "would not compare like with like")
+                "would not compare like with like"
+            )
     smoke = "smoke" in args.suites
     n = args.matmul_n or (512 if smoke else None)
     recorder.peaks["float32"] = matmul_peak(jnp.float32, n, repeats=3 if smoke else 7)

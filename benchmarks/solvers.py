@@ -39,17 +39,16 @@ def trained_2d(ctx: Context):
     k, batch = min(100, s.train_steps_2d), 256
     cached = ctx.cache.get(("experiment", f"mlp/{s.mlp_variant}", batch, k, "float32"))
     if cached is None:
-        exp = train.build(
-            train.mlp_config(s.mlp_variant, batch, k, "float32", s.mlp_time_scale)
-        )
+        exp = train.build(train.mlp_config(s.mlp_variant, batch, k, "float32", s.mlp_time_scale))
     else:
         exp = cached[0]
     state = exp.new_state()
     rng = np.random.default_rng(s.seed + 1)
     for _ in range(math.ceil(s.train_steps_2d / k)):
         x1, _ = fj.data.sample_toy("checkerboard", k * batch, rng)
-        batches = fj.train.make_global_batch({"x1": x1.reshape(k, batch, 2)}, exp.mesh,
-                                             stacked=True)
+        batches = fj.train.make_global_batch(
+            {"x1": x1.reshape(k, batch, 2)}, exp.mesh, stacked=True
+        )
         state, metrics = exp.train_step(state, batches)
     if int(state.nonfinite_step) >= 0:
         raise RuntimeError("benchmark 2D model: training hit a non-finite loss")
@@ -64,29 +63,42 @@ def trained_2d(ctx: Context):
     return out
 
 
-def _row(ctx: Context, suite: str, case: str, impl: str, timing: dict, *, nfe, flops_per_eval,
-         n: int, **extra) -> dict:
+def _row(
+    ctx: Context,
+    suite: str,
+    case: str,
+    impl: str,
+    timing: dict,
+    *,
+    nfe,
+    flops_per_eval,
+    n: int,
+    **extra,
+) -> dict:
     flops = None if flops_per_eval is None or nfe is None else nfe * flops_per_eval
     peak = ctx.peak(extra.get("dtype", "float32"))
-    return ctx.recorder.add({
-        "suite": suite,
-        "case": case,
-        "impl": impl,
-        "unit": "call",
-        "batch": n,
-        **timing,
-        "per_s": 1.0 / timing["median_s"],
-        "nfe": nfe,
-        "flops_per_eval": flops_per_eval,
-        "flops_per_unit": flops,
-        "flops_per_s": None if flops is None else flops / timing["median_s"],
-        "frac_of_peak": None if flops is None or not peak else flops / timing["median_s"] / peak,
-        **extra,
-    })
+    return ctx.recorder.add(
+        {
+            "suite": suite,
+            "case": case,
+            "impl": impl,
+            "unit": "call",
+            "batch": n,
+            **timing,
+            "per_s": 1.0 / timing["median_s"],
+            "nfe": nfe,
+            "flops_per_eval": flops_per_eval,
+            "flops_per_unit": flops,
+            "flops_per_s": None if flops is None else flops / timing["median_s"],
+            "frac_of_peak": None
+            if flops is None or not peak
+            else flops / timing["median_s"] / peak,
+            **extra,
+        }
+    )
 
 
-def _compare(ctx: Context, name: str, kind: str, fj_row: dict, peer_row: dict, checks,
-             match: str):
+def _compare(ctx: Context, name: str, kind: str, fj_row: dict, peer_row: dict, checks, match: str):
     comp = {
         "name": name,
         "kind": kind,
@@ -100,8 +112,10 @@ def _compare(ctx: Context, name: str, kind: str, fj_row: dict, peer_row: dict, c
         "checks": checks,
     }
     try:
-        comp["speedup"], comp["refused"] = speedup(fj_row["median_s"], peer_row["median_s"],
-                                                   checks), None
+        comp["speedup"], comp["refused"] = (
+            speedup(fj_row["median_s"], peer_row["median_s"], checks),
+            None,
+        )
     except AgreementError as e:
         comp["speedup"], comp["refused"] = None, str(e)
     ctx.recorder.comparisons.append(comp)
@@ -126,17 +140,31 @@ def _first_passing(fn, ref, atol: float, name: str, tols, known=None) -> list:
     levels = []
     for i, tol in enumerate(tols):
         got, nfe = known if (i == 0 and known is not None) else fn(tol)
-        check = agreement(f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref,
-                          atol=atol)
+        check = agreement(f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref, atol=atol)
         levels.append((tol, nfe, check))
         if check["ok"]:
             break
     return levels
 
 
-def _solver_comparisons(ctx: Context, *, suite: str, case: str, label: str, fj_row: dict,
-                        fj_known, fj_fn, fj_time, peer_fn, peer_time, ref, atol: float,
-                        flops_eval, n: int, extra: dict) -> None:
+def _solver_comparisons(
+    ctx: Context,
+    *,
+    suite: str,
+    case: str,
+    label: str,
+    fj_row: dict,
+    fj_known,
+    fj_fn,
+    fj_time,
+    peer_fn,
+    peer_time,
+    ref,
+    atol: float,
+    flops_eval,
+    n: int,
+    extra: dict,
+) -> None:
     """Equal-tolerance ratio at the requested tolerance (refused unless both results meet
     the reference), then, if refused, at the loosest common tighter tolerance where both do.
 
@@ -150,20 +178,36 @@ def _solver_comparisons(ctx: Context, *, suite: str, case: str, label: str, fj_r
 
     def peer_row(tol, nfe, check):
         timing = ctx.measure(lambda: peer_time(tol), sync=_no_sync)
-        return _row(ctx, suite, case, "flow_matching", timing, nfe=nfe,
-                    flops_per_eval=flops_eval, n=n,
-                    **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
-                    max_abs_err_vs_ref=check["max_abs_err"])
+        return _row(
+            ctx,
+            suite,
+            case,
+            "flow_matching",
+            timing,
+            nfe=nfe,
+            flops_per_eval=flops_eval,
+            n=n,
+            **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+            max_abs_err_vs_ref=check["max_abs_err"],
+        )
 
     row0 = peer_row(*peer_levels[0])
-    _compare(ctx, f"{case}: flowjax vs flow_matching ODESolver (equal tolerance {tols[0]:g})",
-             suite, fj_row, row0, [fj_levels[0][2], peer_levels[0][2]], "equal_tolerance")
+    _compare(
+        ctx,
+        f"{case}: flowjax vs flow_matching ODESolver (equal tolerance {tols[0]:g})",
+        suite,
+        fj_row,
+        row0,
+        [fj_levels[0][2], peer_levels[0][2]],
+        "equal_tolerance",
+    )
     if fj_levels[0][2]["ok"] and peer_levels[0][2]["ok"]:
         return
     if not (fj_levels[-1][2]["ok"] and peer_levels[-1][2]["ok"]):
         ctx.recorder.notes.append(
             f"{case}: no tolerance down to {tols[-1]:g} gave both results within {atol:g} "
-            "of the reference; no tightened comparison")
+            "of the reference; no tightened comparison"
+        )
         return
     j = max(len(fj_levels), len(peer_levels)) - 1
     tol = tols[j]
@@ -172,34 +216,68 @@ def _solver_comparisons(ctx: Context, *, suite: str, case: str, label: str, fj_r
         if len(levels) - 1 == j:
             return levels[j][1], levels[j][2]
         got, nfe = fn(tol)
-        return nfe, agreement(f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref,
-                              atol=atol)
+        return nfe, agreement(
+            f"{name} vs float64 reference (rtol=atol={tol:g})", got, ref, atol=atol
+        )
 
     fj_nfe, fj_check = at(fj_levels, fj_fn, f"flowjax {label}")
     peer_nfe, peer_check = at(peer_levels, peer_fn, f"flow_matching {label}")
     timing = ctx.measure(lambda: fj_time(tol))
-    fj_row_j = _row(ctx, suite, case, "flowjax", timing, nfe=fj_nfe, flops_per_eval=flops_eval,
-                    n=n, **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
-                    max_abs_err_vs_ref=fj_check["max_abs_err"])
+    fj_row_j = _row(
+        ctx,
+        suite,
+        case,
+        "flowjax",
+        timing,
+        nfe=fj_nfe,
+        flops_per_eval=flops_eval,
+        n=n,
+        **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+        max_abs_err_vs_ref=fj_check["max_abs_err"],
+    )
     if len(peer_levels) - 1 == j:
         row_j = peer_row(tol, peer_nfe, peer_check)
     else:
         timing = ctx.measure(lambda: peer_time(tol), sync=_no_sync)
-        row_j = _row(ctx, suite, case, "flow_matching", timing, nfe=peer_nfe,
-                     flops_per_eval=flops_eval, n=n,
-                     **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
-                     max_abs_err_vs_ref=peer_check["max_abs_err"])
-    _compare(ctx, f"{case}: flowjax vs flow_matching ODESolver (equal tolerance tightened to "
-             f"{tol:g}, both meet the reference)", suite, fj_row_j, row_j,
-             [fj_check, peer_check], "equal_tolerance_tightened")
+        row_j = _row(
+            ctx,
+            suite,
+            case,
+            "flow_matching",
+            timing,
+            nfe=peer_nfe,
+            flops_per_eval=flops_eval,
+            n=n,
+            **{**extra, "rtol": tol, "atol": tol * s.atol / s.rtol},
+            max_abs_err_vs_ref=peer_check["max_abs_err"],
+        )
+    _compare(
+        ctx,
+        f"{case}: flowjax vs flow_matching ODESolver (equal tolerance tightened to "
+        f"{tol:g}, both meet the reference)",
+        suite,
+        fj_row_j,
+        row_j,
+        [fj_check, peer_check],
+        "equal_tolerance_tightened",
+    )
 
 
 def _fj_solver_row(ctx, suite, case, call, jitted, args, flops_eval, n, extra):
     timing = ctx.measure(call)
     out, info = call()
-    row = _row(ctx, suite, case, "flowjax", timing, nfe=int(info["nfe"]),
-               flops_per_eval=flops_eval, n=n, xla_memory=memory_analysis(jitted, *args),
-               **extra)
+    row = _row(
+        ctx,
+        suite,
+        case,
+        "flowjax",
+        timing,
+        nfe=int(info["nfe"]),
+        flops_per_eval=flops_eval,
+        n=n,
+        xla_memory=memory_analysis(jitted, *args),
+        **extra,
+    )
     return row, out
 
 
@@ -217,8 +295,17 @@ def run_sample(ctx: Context) -> None:
     flops_eval = cost_flops(jax.jit(apply_fn), params, x0_j, jnp.float32(0.5))
     case = f"dopri5_2d_n{s.n_sample}"
     extra = {"rtol": s.rtol, "atol": s.atol, "model": f"mlp/{s.mlp_variant}"}
-    fj_row, x1_fj = _fj_solver_row(ctx, "sample", case, lambda: solve(v, x0_j), jax.jit(solve),
-                                   (v, x0_j), flops_eval, s.n_sample, extra)
+    fj_row, x1_fj = _fj_solver_row(
+        ctx,
+        "sample",
+        case,
+        lambda: solve(v, x0_j),
+        jax.jit(solve),
+        (v, x0_j),
+        flops_eval,
+        s.n_sample,
+        extra,
+    )
     if not (s.peers and jax.default_backend() == "cpu"):
         return
     import torch
@@ -236,8 +323,9 @@ def run_sample(ctx: Context) -> None:
         return fm_sample(model, x0_t, rtol=tol, atol=tol * s.atol / s.rtol)
 
     def fj_time(tol):
-        return fj.sampling.sample_ode(v, x0_j, solver="dopri5", rtol=tol,
-                                      atol=tol * s.atol / s.rtol)
+        return fj.sampling.sample_ode(
+            v, x0_j, solver="dopri5", rtol=tol, atol=tol * s.atol / s.rtol
+        )
 
     def fj_fn(tol):
         out, info = fj_time(tol)
@@ -245,12 +333,26 @@ def run_sample(ctx: Context) -> None:
 
     model64 = port_mlp(params, hyper, 2, dtype=torch.float64).eval()
     ref = fm_sample(model64, x0_t.double(), rtol=s.ref_tol, atol=s.ref_tol).numpy()
-    ctx.recorder.notes.append(f"{case}: reference = float64 torch port, torchdiffeq dopri5 at "
-                              f"rtol = atol = {s.ref_tol:g}")
-    _solver_comparisons(ctx, suite="sample", case=case, label="samples", fj_row=fj_row,
-                        fj_known=(np.asarray(x1_fj), fj_row["nfe"]), fj_fn=fj_fn,
-                        fj_time=fj_time, peer_fn=peer_fn, peer_time=peer_time, ref=ref,
-                        atol=s.sample_atol, flops_eval=flops_eval, n=s.n_sample, extra=extra)
+    ctx.recorder.notes.append(
+        f"{case}: reference = float64 torch port, torchdiffeq dopri5 at rtol = atol = {s.ref_tol:g}"
+    )
+    _solver_comparisons(
+        ctx,
+        suite="sample",
+        case=case,
+        label="samples",
+        fj_row=fj_row,
+        fj_known=(np.asarray(x1_fj), fj_row["nfe"]),
+        fj_fn=fj_fn,
+        fj_time=fj_time,
+        peer_fn=peer_fn,
+        peer_time=peer_time,
+        ref=ref,
+        atol=s.sample_atol,
+        flops_eval=flops_eval,
+        n=s.n_sample,
+        extra=extra,
+    )
 
 
 def run_likelihood(ctx: Context) -> None:
@@ -269,11 +371,18 @@ def run_likelihood(ctx: Context) -> None:
 
     flops_eval = cost_flops(jax.jit(augmented), params, x1_j, jnp.float32(0.5))
     case = f"exact_logp_2d_n{s.n_likelihood}"
-    extra = {"rtol": s.rtol, "atol": s.atol, "model": f"mlp/{s.mlp_variant}",
-             "divergence": "exact"}
-    fj_row, logp_fj = _fj_solver_row(ctx, "likelihood", case, lambda: solve(v, x1_j),
-                                     jax.jit(solve), (v, x1_j), flops_eval, s.n_likelihood,
-                                     extra)
+    extra = {"rtol": s.rtol, "atol": s.atol, "model": f"mlp/{s.mlp_variant}", "divergence": "exact"}
+    fj_row, logp_fj = _fj_solver_row(
+        ctx,
+        "likelihood",
+        case,
+        lambda: solve(v, x1_j),
+        jax.jit(solve),
+        (v, x1_j),
+        flops_eval,
+        s.n_likelihood,
+        extra,
+    )
     fj_row["mean_logp"] = float(jnp.mean(logp_fj))
     if not (s.peers and jax.default_backend() == "cpu"):
         return
@@ -293,8 +402,9 @@ def run_likelihood(ctx: Context) -> None:
         return fm_log_prob(model, x1_t, rtol=tol, atol=tol * s.atol / s.rtol, exact=True)
 
     def fj_time(tol):
-        return fj.likelihood.log_prob(v, x1_j, divergence="exact", rtol=tol,
-                                      atol=tol * s.atol / s.rtol)
+        return fj.likelihood.log_prob(
+            v, x1_j, divergence="exact", rtol=tol, atol=tol * s.atol / s.rtol
+        )
 
     def fj_fn(tol):
         out, info = fj_time(tol)
@@ -302,10 +412,23 @@ def run_likelihood(ctx: Context) -> None:
 
     model64 = port_mlp(params, hyper, 2, dtype=torch.float64).eval()
     ref = fm_log_prob(model64, x1_t.double(), rtol=s.ref_tol, atol=s.ref_tol).detach().numpy()
-    _solver_comparisons(ctx, suite="likelihood", case=case, label="log p", fj_row=fj_row,
-                        fj_known=(np.asarray(logp_fj), fj_row["nfe"]), fj_fn=fj_fn,
-                        fj_time=fj_time, peer_fn=peer_fn, peer_time=peer_time, ref=ref,
-                        atol=s.logp_atol, flops_eval=flops_eval, n=s.n_likelihood, extra=extra)
+    _solver_comparisons(
+        ctx,
+        suite="likelihood",
+        case=case,
+        label="log p",
+        fj_row=fj_row,
+        fj_known=(np.asarray(logp_fj), fj_row["nfe"]),
+        fj_fn=fj_fn,
+        fj_time=fj_time,
+        peer_fn=peer_fn,
+        peer_time=peer_time,
+        ref=ref,
+        atol=s.logp_atol,
+        flops_eval=flops_eval,
+        n=s.n_likelihood,
+        extra=extra,
+    )
 
 
 def _image_model(ctx: Context, model: str):
@@ -318,8 +441,9 @@ def _image_model(ctx: Context, model: str):
         config = train.image_config(model, batch, 1, s.dtype)
         exp = train.build(config)
         state = exp.new_state()
-        batches = fj.train.make_global_batch(train._image_batches(model, batch, 1, s.seed),
-                                             exp.mesh, stacked=True)
+        batches = fj.train.make_global_batch(
+            train._image_batches(model, batch, 1, s.seed), exp.mesh, stacked=True
+        )
         for _ in range(10):
             state, _ = exp.train_step(state, batches)
     else:
@@ -349,9 +473,17 @@ def _images_of(ctx: Context, model: str) -> None:
     def heun(v, x):
         return fj.sampling.sample_ode(v, x, solver="heun", num_steps=50)
 
-    _fj_solver_row(ctx, "images", f"heun50_{tag}_n{s.n_images}", lambda: heun(v, x0),
-                   jax.jit(heun), (v, x0), flops_eval, s.n_images,
-                   {"model": model, "dtype": s.dtype})
+    _fj_solver_row(
+        ctx,
+        "images",
+        f"heun50_{tag}_n{s.n_images}",
+        lambda: heun(v, x0),
+        jax.jit(heun),
+        (v, x0),
+        flops_eval,
+        s.n_images,
+        {"model": model, "dtype": s.dtype},
+    )
 
     if model == "unet/digits":
         images, _ = fj.data.digits_arrays("test")
@@ -361,8 +493,9 @@ def _images_of(ctx: Context, model: str) -> None:
     key = jax.random.key(s.seed + 2)
 
     def logp(v, x):
-        return fj.likelihood.log_prob(v, x, divergence="hutchinson", key=key,
-                                      rtol=s.rtol, atol=s.atol)
+        return fj.likelihood.log_prob(
+            v, x, divergence="hutchinson", key=key, rtol=s.rtol, atol=s.atol
+        )
 
     def augmented(p, x, t, probes):
         return fj.likelihood.hutchinson_divergence(lambda y: apply_fn(p, y, t), x, probes)
@@ -370,8 +503,14 @@ def _images_of(ctx: Context, model: str) -> None:
     probes = jnp.ones((1, *x1.shape), x1.dtype)
     flops_aug = cost_flops(jax.jit(augmented), params, x1, jnp.float32(0.5), probes)
     row, lp = _fj_solver_row(
-        ctx, "images", f"hutchinson_logp_{tag}_n{x1.shape[0]}", lambda: logp(v, x1),
-        jax.jit(logp), (v, x1), flops_aug, int(x1.shape[0]),
+        ctx,
+        "images",
+        f"hutchinson_logp_{tag}_n{x1.shape[0]}",
+        lambda: logp(v, x1),
+        jax.jit(logp),
+        (v, x1),
+        flops_aug,
+        int(x1.shape[0]),
         {"model": model, "dtype": s.dtype, "rtol": s.rtol, "atol": s.atol},
     )
     row["mean_logp"] = float(jnp.mean(lp))

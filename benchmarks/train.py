@@ -155,20 +155,31 @@ def check_ported_mlp(apply_fn, params, torch_model, x, t, *, tol: float = 1e-4) 
         layers += [g["hidden"][i] for i in sorted(g.get("hidden", {}))]
         return layers + [g["dense_out"]]
 
-    mods = [torch_model.t_dense0, torch_model.t_dense1, torch_model.dense_in,
-            *torch_model.hidden, torch_model.dense_out]
-    g_j = np.concatenate([
-        np.concatenate([np.asarray(gl["kernel"]).T.ravel(), np.asarray(gl["bias"]).ravel()])
-        for gl in jax_layers(grads)
-    ])
-    g_t = np.concatenate([
-        np.concatenate([m.weight.grad.numpy().ravel(), m.bias.grad.numpy().ravel()])
-        for m in mods
-    ])
+    mods = [
+        torch_model.t_dense0,
+        torch_model.t_dense1,
+        torch_model.dense_in,
+        *torch_model.hidden,
+        torch_model.dense_out,
+    ]
+    g_j = np.concatenate(
+        [
+            np.concatenate([np.asarray(gl["kernel"]).T.ravel(), np.asarray(gl["bias"]).ravel()])
+            for gl in jax_layers(grads)
+        ]
+    )
+    g_t = np.concatenate(
+        [np.concatenate([m.weight.grad.numpy().ravel(), m.bias.grad.numpy().ravel()]) for m in mods]
+    )
     scale = float(np.max(np.abs(g_j))) or 1.0
     return [
-        agreement("network outputs (flowjax vs torch port)", out_t.detach().numpy(), out_j,
-                  atol=tol, rtol=tol),
+        agreement(
+            "network outputs (flowjax vs torch port)",
+            out_t.detach().numpy(),
+            out_j,
+            atol=tol,
+            rtol=tol,
+        ),
         agreement("loss gradients (flowjax vs torch port)", g_t, g_j, atol=tol * scale),
     ]
 
@@ -190,31 +201,42 @@ def _peer_rows(ctx: Context, batch: int, config, local_x1: np.ndarray, exp, para
     for peer in PEER_LOSSES:
         model = port_mlp(params0, hyper, 2)
         step = make_peer_train_step(
-            peer, model, x1_batches, lr=o.lr, b1=o.b1, b2=o.b2, eps=o.eps,
-            weight_decay=o.weight_decay, grad_clip=o.grad_clip,
-            ema_decay=config.ema.decays[0], seed=s.seed,
+            peer,
+            model,
+            x1_batches,
+            lr=o.lr,
+            b1=o.b1,
+            b2=o.b2,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            grad_clip=o.grad_clip,
+            ema_decay=config.ema.decays[0],
+            seed=s.seed,
         )
         timing = ctx.measure(step, sync=lambda out: None)
         loss = float(step().detach())
         flops = ctx.cache.get(flops_key)
-        row = ctx.recorder.add({
-            "suite": "train",
-            "case": f"mlp_b{batch}",
-            "impl": peer,
-            "model": f"mlp/{s.mlp_variant}",
-            "batch": batch,
-            "K": 1,
-            "dtype": "float32",
-            "unit": "step",
-            **timing,
-            "per_s": 1.0 / timing["median_s"],
-            "flops_per_unit": flops,
-            "flops_per_s": None if flops is None else flops / timing["median_s"],
-            "frac_of_peak": None if flops is None or not ctx.peak("float32")
-            else flops / timing["median_s"] / ctx.peak("float32"),
-            "final_loss": loss,
-            "torch_threads": torch.get_num_threads(),
-        })
+        row = ctx.recorder.add(
+            {
+                "suite": "train",
+                "case": f"mlp_b{batch}",
+                "impl": peer,
+                "model": f"mlp/{s.mlp_variant}",
+                "batch": batch,
+                "K": 1,
+                "dtype": "float32",
+                "unit": "step",
+                **timing,
+                "per_s": 1.0 / timing["median_s"],
+                "flops_per_unit": flops,
+                "flops_per_s": None if flops is None else flops / timing["median_s"],
+                "frac_of_peak": None
+                if flops is None or not ctx.peak("float32")
+                else flops / timing["median_s"] / ctx.peak("float32"),
+                "final_loss": loss,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
         for fj_row in fj_rows:
             comp = {
                 "name": f"train mlp B={batch}: flowjax K={fj_row['K']} vs {peer}",
@@ -244,8 +266,9 @@ def run_mlp(ctx: Context) -> None:
         fj_rows, exp, params0 = [], None, None
         for k in sorted(s.dispatch_ks):
             config = mlp_config(s.mlp_variant, batch, k, s.dtype, s.mlp_time_scale)
-            row = flowjax_train(ctx, f"mlp_b{batch}_k{k}", config, {"x1": x1[:k]},
-                                model=f"mlp/{s.mlp_variant}")
+            row = flowjax_train(
+                ctx, f"mlp_b{batch}_k{k}", config, {"x1": x1[:k]}, model=f"mlp/{s.mlp_variant}"
+            )
             fj_rows.append(row)
             exp, _, params0 = ctx.cache[("experiment", row["model"], batch, k, s.dtype)]
         if s.peers and jax.default_backend() == "cpu":

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 # One time per example, or one shared time.
-Time = Union[float, Float[ArrayLike, ""], Float[ArrayLike, " batch"]]
+Time = Union[float, Float[ArrayLike, ""], Float[ArrayLike, " batch"]]  # noqa: UP007
 Batch = Float[Array, "batch *dims"]
 Labels = Int[Array, " batch"]
 Key = PRNGKeyArray
@@ -23,8 +23,9 @@ def expand_time(t, x):
         return t
     x = jnp.asarray(x)
     if t.ndim != 1 or x.ndim == 0 or t.shape[0] != x.shape[0]:
+        want = x.shape[0] if x.ndim else "?"
         raise ValueError(
-            f"t must be a scalar or have one time per example (shape ({x.shape[0] if x.ndim else '?'},)); "
+            f"t must be a scalar or have one time per example (shape ({want},)); "
             f"got t of shape {t.shape} for x of shape {x.shape}"
         )
     return t.reshape(t.shape + (1,) * (x.ndim - 1))
