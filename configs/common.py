@@ -78,3 +78,39 @@ def set_smoke(config: ml_collections.ConfigDict, *, steps_per_dispatch: int = 5)
     config.eval.batch_size = 64
     config.eval.num_steps = 4
     config.eval.num_images = 16
+
+
+def points_config(
+    data: str, *, num_steps: int, eval_every: int, flags
+) -> ml_collections.ConfigDict:
+    """The 2D-point recipe shared by `toy2d` and `gmm`: the `mlp/base` network, AdamW at 1e-3,
+    EMA 0.999, Heun samples scored by energy distance every `eval_every` steps."""
+    from configs import default
+
+    config = default.get_config()
+    config.data.name = data
+    config.data.batch_size = 256
+    config.model.name = "mlp"
+    config.model.variant = "base"
+    # t in [0, 1] enters the sinusoidal embedding unscaled: the DDPM-style 1000 t made the 2D
+    # field oscillate in t and multiplied dopri5's NFE ~15x at the same training loss
+    # (BENCHMARKS.md, finding 6). Smoke variants reset the overrides.
+    config.model.overrides.time_scale = 1.0
+    config.optim.lr = 1e-3
+    config.optim.warmup_steps = 200
+    config.ema.decays = (0.999,)
+    config.train.num_steps = num_steps
+    config.train.steps_per_dispatch = 50
+    config.train.scan_unroll = 1  # MLPs run at full speed in a rolled loop everywhere
+    config.train.log_every = 500
+    config.train.checkpoint_every = eval_every
+    config.eval.every = eval_every
+    config.eval.at_start = True
+    config.eval.num_samples = 2_000
+    config.eval.solver = "heun"
+    config.eval.num_steps = 50
+    config.eval.metric = "energy"
+    set_method(config, method_of(flags))
+    if "smoke" in flags:
+        set_smoke(config)
+    return config

@@ -36,28 +36,19 @@ budget); mixture: best 1-step map progressive distillation, MSE
 the ratio [0.93x, 1.10x]), 2 steps 0.315 = 1.02x ([0.94x, 1.10x]): both targets met by the mean.
 """
 
+import copy
+
 import ml_collections
 
-from configs import default
+from configs import default, flowmap_distill
 
 METHODS = "lmd,emd,progressive,consistency_distill,shortcut,meanflow,lsd,consistency_training"
 
 
 def method_kwargs() -> ml_collections.ConfigDict:
-    """Objective arguments per method (besides model, path and teacher)."""
-    return ml_collections.ConfigDict(
-        {
-            "lmd": {},
-            "emd": {},
-            # One stage over all gaps: each half-jump is 2 RK4 steps of the teacher.
-            "progressive": {"solver": "rk4", "solver_steps": 2},
-            "consistency_distill": {"num_steps": 32, "solver": "heun"},
-            "shortcut": {},
-            "meanflow": {},
-            "lsd": {},
-            "consistency_training": {"num_steps": 32},
-        }
-    )
+    """Objective arguments per method (besides model, path and teacher): the same as the
+    trainer's flow-map config (`configs/flowmap_distill.py`)."""
+    return ml_collections.ConfigDict(copy.deepcopy(flowmap_distill.METHOD_KWARGS))
 
 
 def suites() -> ml_collections.ConfigDict:
