@@ -13,13 +13,17 @@ _SUBMODULES = (
     "compare",
     "couplings",
     "data",
+    "discrete",
     "flowmaps",
     "likelihood",
+    "manifolds",
     "metrics",
     "models",
     "objectives",
     "paths",
     "sampling",
+    "sources",
+    "studies",
     "train",
 )
 
