@@ -26,6 +26,8 @@ from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
+from flowjax import _registry
+
 __all__ = [
     "AbstractCoupling",
     "Independent",
@@ -362,11 +364,4 @@ COUPLINGS: dict[str, type[AbstractCoupling]] = {
 
 def get_coupling(name: str, **kwargs) -> AbstractCoupling:
     """Builds a coupling by name ("independent", "minibatch_ot", "schrodinger_bridge")."""
-    if name not in COUPLINGS:
-        raise ValueError(f"unknown coupling {name!r}; valid couplings: {sorted(COUPLINGS)}")
-    try:
-        return COUPLINGS[name](**kwargs)
-    except TypeError as e:
-        raise TypeError(
-            f"get_coupling({name!r}): bad keyword arguments {sorted(kwargs)}: {e}"
-        ) from None
+    return _registry.make(COUPLINGS, name, "coupling", **kwargs)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from flowjax import _registry
 from flowjax._types import expand_time
 
 __all__ = [
@@ -297,9 +298,7 @@ PATHS: dict[str, type[AffinePath]] = {
 
 def get_path(name: str, **kwargs) -> AffinePath:
     """Builds a path by name ("condot", "vp", "cosine", "polynomial", "edm")."""
-    if name not in PATHS:
-        raise ValueError(f"unknown path {name!r}; valid paths: {sorted(PATHS)}")
-    return PATHS[name](**kwargs)
+    return _registry.make(PATHS, name, "path", **kwargs)
 
 
 # --------------------------------------------------------------------------------------

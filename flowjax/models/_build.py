@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax import _registry
 from flowjax.models import dit, mlp, unet
 
 # name -> (class, named variants). A new architecture is one entry here.
@@ -48,9 +49,7 @@ def build_model(
       ValueError: unknown name or variant (the message lists the valid ones).
       TypeError: an override the architecture does not take (the message lists valid ones).
     """
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model name {name!r}; valid names: {sorted(REGISTRY)}")
-    cls, variants = REGISTRY[name]
+    cls, variants = _registry.lookup(REGISTRY, name, "model name", "names")
     if variant not in variants:
         raise ValueError(
             f"unknown variant {variant!r} for model {name!r}; valid variants: {list(variants)}"

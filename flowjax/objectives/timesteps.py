@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from flowjax import _registry
 from flowjax.paths import AffinePath
 
 __all__ = [
@@ -153,25 +154,11 @@ TIME_DISTS: dict[str, type[AbstractTimeDist]] = {
 
 def get_time_dist(name: str, **kwargs) -> AbstractTimeDist:
     """Builds a time distribution by name (see `TIME_DISTS`)."""
-    if name not in TIME_DISTS:
-        raise ValueError(
-            f"unknown time distribution {name!r}; valid time distributions: {sorted(TIME_DISTS)}"
-        )
-    try:
-        return TIME_DISTS[name](**kwargs)
-    except TypeError as e:
-        raise TypeError(
-            f"get_time_dist({name!r}): bad keyword arguments {sorted(kwargs)}: {e}"
-        ) from None
+    return _registry.make(TIME_DISTS, name, "time distribution", **kwargs)
 
 
 def resolve_time_dist(time_dist) -> AbstractTimeDist:
     """Accepts a time distribution object or a registry name."""
-    if isinstance(time_dist, str):
-        return get_time_dist(time_dist)
-    if not isinstance(time_dist, AbstractTimeDist):
-        raise TypeError(
-            "time_dist must be a time distribution (e.g. fj.objectives.Uniform()) or one of "
-            f"{sorted(TIME_DISTS)}, got {time_dist!r}"
-        )
-    return time_dist
+    return _registry.resolve(
+        time_dist, TIME_DISTS, AbstractTimeDist, "time_dist", "time distributions"
+    )

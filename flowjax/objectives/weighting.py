@@ -34,6 +34,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from flowjax import _registry
 from flowjax.paths import AffinePath
 
 __all__ = [
@@ -197,23 +198,9 @@ WEIGHTINGS: dict[str, type[AbstractWeighting]] = {
 
 def get_weighting(name: str, **kwargs) -> AbstractWeighting:
     """Builds a weighting by name ("uniform", "snr", "min_snr", "edm")."""
-    if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; valid weightings: {sorted(WEIGHTINGS)}")
-    try:
-        return WEIGHTINGS[name](**kwargs)
-    except TypeError as e:
-        raise TypeError(
-            f"get_weighting({name!r}): bad keyword arguments {sorted(kwargs)}: {e}"
-        ) from None
+    return _registry.make(WEIGHTINGS, name, "weighting", **kwargs)
 
 
 def resolve_weighting(weighting) -> AbstractWeighting:
     """Accepts a weighting object or a registry name."""
-    if isinstance(weighting, str):
-        return get_weighting(weighting)
-    if not isinstance(weighting, AbstractWeighting):
-        raise TypeError(
-            "weighting must be a weighting object (e.g. fj.objectives.MinSNRWeighting(5.0)) or "
-            f"one of {sorted(WEIGHTINGS)}, got {weighting!r}"
-        )
-    return weighting
+    return _registry.resolve(weighting, WEIGHTINGS, AbstractWeighting, "weighting")
