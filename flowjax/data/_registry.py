@@ -27,6 +27,9 @@ class DatasetSpec:
         optional conditional toy runs; None otherwise.
       description: one line on the source and preprocessing.
       make_source: `(split, seed, data_dir, **kwargs) -> source` (see `_sources`).
+      log_density: the exact data density where one is known, `(x, **source_kwargs) -> (N,)`
+        log p(x) in float64 (-inf off the support); used by the exact metrics.
+      bounds: (low, high) of a box holding the support (same on every axis), or None.
     """
 
     name: str
@@ -36,6 +39,8 @@ class DatasetSpec:
     make_source: Callable[..., Any] = dataclasses.field(repr=False)
     num_modes: int | None = None
     description: str = ""
+    log_density: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+    bounds: tuple[float, float] | None = None
 
     @property
     def synthetic(self) -> bool:
@@ -100,7 +105,29 @@ def _open_celeb_a(name, split, seed, data_dir, **kwargs):
     )
 
 
+def _checkerboard_log_density(x, **kwargs):
+    # fj.data's checkerboard: 4 x 4 cells of side 2 on [-4, 4]^2, cell (i, j) filled when
+    # i + j is even counting from -4 (the geometry of _toys.checkerboard).
+    from flowjax.metrics import checkerboard_density
+
+    _no_kwargs("checkerboard", kwargs)
+    with np.errstate(divide="ignore"):
+        return np.log(checkerboard_density(x, num_cells=4, low=-4.0, high=4.0))
+
+
+def _gmm_log_density(x, **kwargs):
+    from flowjax.analytic import GaussianMixture
+
+    params = MixtureParams(**kwargs) if kwargs else GMM_PRESETS["gmm"]
+    gmm = GaussianMixture(**params.as_dict())
+    return np.asarray(gmm.log_prob(np.asarray(x, np.float32)), np.float64)
+
+
+_TOY_DENSITIES = {"checkerboard": (_checkerboard_log_density, (-4.0, 4.0))}
+
+
 def _toy_spec(name: str, description: str) -> DatasetSpec:
+    log_density, bounds = _TOY_DENSITIES.get(name, (None, None))
     return DatasetSpec(
         name,
         (2,),
@@ -109,6 +136,8 @@ def _toy_spec(name: str, description: str) -> DatasetSpec:
         functools.partial(_open_toy, name),
         num_modes=TOYS[name].num_modes,
         description=description,
+        log_density=log_density,
+        bounds=bounds,
     )
 
 
@@ -137,6 +166,7 @@ DATASETS: dict[str, DatasetSpec] = {
         num_modes=GMM_PRESETS["gmm"].num_components,
         description="5-component isotropic 2D mixture with unequal weights and stds "
         "(fj.data.gmm_params('gmm')); means=, stds=, weights= override it",
+        log_density=_gmm_log_density,
     ),
     "digits": DatasetSpec(
         "digits",

@@ -6,6 +6,8 @@ Images: `frechet_distance`, `fid_from_features`, `FeatureStats` (streaming), the
 `InceptionV3` (`load_inception`, `inception_features`), the digits classifier
 (`digits_classifier`, `digits_fd`, `classifier_log_prob`), and `precision_recall`.
 "NFE at fixed tolerance" is `info["nfe"]` from `fj.sampling.sample_ode`.
+One evaluator interface and metric vocabulary for the trainer and every study: `Evaluator`,
+`make_evaluator`, `METRICS` (name -> metric), `DEFAULT_METRICS` (by dataset, then data kind).
 """
 
 from flowjax.metrics._digits import DEFAULT_DIGITS_WEIGHTS as DEFAULT_DIGITS_WEIGHTS
@@ -16,6 +18,13 @@ from flowjax.metrics._digits import digits_fd as digits_fd
 from flowjax.metrics._digits import digits_features as digits_features
 from flowjax.metrics._digits import load_digits_split as load_digits_split
 from flowjax.metrics._digits import save_digits_classifier as save_digits_classifier
+from flowjax.metrics._evaluate import DEFAULT_METRICS as DEFAULT_METRICS
+from flowjax.metrics._evaluate import DESCRIPTIONS as DESCRIPTIONS
+from flowjax.metrics._evaluate import METRICS as METRICS
+from flowjax.metrics._evaluate import EvalOptions as EvalOptions
+from flowjax.metrics._evaluate import Evaluator as Evaluator
+from flowjax.metrics._evaluate import default_metrics as default_metrics
+from flowjax.metrics._evaluate import make_evaluator as make_evaluator
 from flowjax.metrics._frechet import FeatureStats as FeatureStats
 from flowjax.metrics._frechet import fid_from_features as fid_from_features
 from flowjax.metrics._frechet import fid_from_stats as fid_from_stats
@@ -41,6 +50,13 @@ from flowjax.metrics._samples import wasserstein2 as wasserstein2
 
 __all__ = [
     "DEFAULT_DIGITS_WEIGHTS",
+    "DEFAULT_METRICS",
+    "DESCRIPTIONS",
+    "METRICS",
+    "EvalOptions",
+    "Evaluator",
+    "default_metrics",
+    "make_evaluator",
     "DigitsClassifier",
     "FeatureStats",
     "InceptionV3",

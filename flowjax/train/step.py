@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from flowjax.train import sharding as shd
 from flowjax.train.state import TrainState, ema_decay, ema_update, rng_key, tree_where
 
-__all__ = ["NONFINITE_POLICIES", "make_train_step", "loss_and_grads"]
+__all__ = ["NONFINITE_POLICIES", "applied_step", "loss_and_grads", "make_train_step", "make_update"]
 
 LossFn = Callable[[Any, jax.Array, dict], tuple[jax.Array, dict]]
 
@@ -87,38 +87,35 @@ def _scalars_shape(aux: dict) -> dict:
     return {k: jax.ShapeDtypeStruct((), jnp.float32) for k, v in aux.items() if v.ndim == 0}
 
 
-def make_train_step(
+def applied_step(opt_state, default):
+    """The optimizer's own update count (what its schedule is evaluated at), else `default`.
+
+    Skipped non-finite steps keep the old optimizer state, so this count (not `state.step`)
+    gives the learning rate optax actually applied.
+    """
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    return found[-1][1] if found else default
+
+
+def make_update(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
     *,
-    mesh: Mesh,
-    state_sharding: Any,
     ema_decays: Sequence[float],
     ema_warmup: bool = True,
     on_nonfinite: str = "stop",
     accum_steps: int = 1,
     unroll: int | bool = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """A jitted `(state, batches) -> (state, metrics)` that takes K steps.
+    """The pure (unjitted) `(state, batches) -> (state, metrics)` that takes K steps.
 
-    `batches` is a dict of global arrays of shape (K, B, ...), sharded over the mesh on B;
-    `metrics` holds arrays of shape (K,) (loss, grad_norm, lr, finite and the objective's
-    scalar aux values). The input state is donated.
-
-    Args:
-      loss_fn: `loss(params, key, batch) -> (scalar, aux)` (an objective with its keyword
-        arguments bound).
-      optimizer, schedule: from `make_optimizer`.
-      mesh: the ("data", "fsdp") mesh.
-      state_sharding: NamedShardings of the state (see `sharding.state_shardings`).
-      ema_decays: one EMA per decay, in the order of `state.ema`.
-      ema_warmup: use min(decay, (1 + step) / (10 + step)).
-      on_nonfinite: "stop" or "skip" (see `NONFINITE_POLICIES`).
-      accum_steps: gradient accumulation over this many micro-batches per step.
-      unroll: `lax.scan` unroll factor over the K steps; True: no loop at all (the K steps
-        are traced one after the other).
+    `make_train_step` jits it with shardings; a study trains several seeds at once with
+    `jax.jit(jax.vmap(make_update(...)))` (one compiled program for all seeds). See
+    `make_train_step` for the arguments.
     """
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite: one of {sorted(NONFINITE_POLICIES)}, got {on_nonfinite!r}")
     policy = NONFINITE_POLICIES[on_nonfinite]
     decays = tuple(float(d) for d in ema_decays)
 
@@ -138,7 +135,7 @@ def make_train_step(
         metrics = {
             "loss": loss,
             "grad_norm": optax.global_norm(grads),
-            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+            "lr": jnp.asarray(schedule(applied_step(state.opt_state, state.step)), jnp.float32),
             "finite": finite.astype(jnp.float32),
             **aux,
         }
@@ -154,6 +151,52 @@ def make_train_step(
             metrics.append(m)
         return state, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
 
+    return run
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    mesh: Mesh,
+    state_sharding: Any,
+    ema_decays: Sequence[float],
+    ema_warmup: bool = True,
+    on_nonfinite: str = "stop",
+    accum_steps: int = 1,
+    unroll: int | bool = 1,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """A jitted `(state, batches) -> (state, metrics)` that takes K steps.
+
+    `batches` is a dict of global arrays of shape (K, B, ...), sharded over the mesh on B;
+    `metrics` holds arrays of shape (K,) (loss, grad_norm, lr, finite and the objective's
+    scalar aux values). The input state is donated. The logged `lr` is the rate optax applied
+    (its schedule at the optimizer's own count, which skipped steps do not advance).
+
+    Args:
+      loss_fn: `loss(params, key, batch) -> (scalar, aux)` (an objective with its keyword
+        arguments bound).
+      optimizer, schedule: from `make_optimizer`.
+      mesh: the ("data", "fsdp") mesh.
+      state_sharding: NamedShardings of the state (see `sharding.state_shardings`).
+      ema_decays: one EMA per decay, in the order of `state.ema`.
+      ema_warmup: use min(decay, (1 + step) / (10 + step)).
+      on_nonfinite: "stop" or "skip" (see `NONFINITE_POLICIES`).
+      accum_steps: gradient accumulation over this many micro-batches per step.
+      unroll: `lax.scan` unroll factor over the K steps; True: no loop at all (the K steps
+        are traced one after the other).
+    """
+    run = make_update(
+        loss_fn,
+        optimizer,
+        schedule,
+        ema_decays=ema_decays,
+        ema_warmup=ema_warmup,
+        on_nonfinite=on_nonfinite,
+        accum_steps=accum_steps,
+        unroll=unroll,
+    )
     return jax.jit(
         run,
         in_shardings=(state_sharding, shd.batch_sharding(mesh, stacked=True)),
