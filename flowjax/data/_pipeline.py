@@ -64,6 +64,7 @@ class _LocalBatches:
     def __getitem__(self, step: int) -> dict:
         start = int(step) * self._global + self._offset
         stop = start + self._local
+        extra = {}  # further batch keys of a source whose read returns (x, label, extra)
         if isinstance(self._source, SyntheticSource):
             x, labels = self._source.read_range(start, stop)
         else:
@@ -73,8 +74,9 @@ class _LocalBatches:
                 self._perm(e)[max(start, e * n) - e * n : min(stop, (e + 1) * n) - e * n]
                 for e in range(first, last + 1)
             ]
-            x, labels = self._source.read(np.concatenate(pieces))
-        return {"x1": x, "label": labels}
+            x, labels, *more = self._source.read(np.concatenate(pieces))
+            extra = more[0] if more else {}
+        return {"x1": x, "label": labels, **extra}
 
 
 class DataIterator:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from jaxtyping import Float
 
-from flowjax.data import _sources
+from flowjax.data import _sources, _timeseries
 from flowjax.data._gmm import GMM_PRESETS, MixtureParams
 from flowjax.data._toys import TOYS
 
@@ -35,7 +35,7 @@ class DatasetSpec:
     name: str
     shape: tuple[int, ...]
     num_classes: int | None
-    kind: Literal["points", "images"]
+    kind: Literal["points", "images", "series"]
     make_source: Callable[..., Any] = dataclasses.field(repr=False)
     num_modes: int | None = None
     description: str = ""
@@ -214,6 +214,19 @@ DATASETS: dict[str, DatasetSpec] = {
         label_key=None,
         aliases=_IMAGENET_ALIASES,
     ),
+}
+
+# Forecasting series: shape (horizon, channels); batches add "context" and "scale" (_timeseries).
+DATASETS |= {
+    name: DatasetSpec(
+        name,
+        (info.horizon, info.channels),
+        None,
+        "series",
+        functools.partial(_timeseries.open_series, name),
+        description=info.description,
+    )
+    for name, info in _timeseries.SERIES.items()
 }
 
 

@@ -6,6 +6,8 @@ Images: `frechet_distance`, `fid_from_features`, `FeatureStats` (streaming), the
 `InceptionV3` (`load_inception`, `inception_features`), the digits classifier
 (`digits_classifier`, `digits_fd`, `classifier_log_prob`), and `precision_recall`.
 "NFE at fixed tolerance" is `info["nfe"]` from `fj.sampling.sample_ode`.
+Forecasts (GluonTS definitions): `crps` (mean_wQuantileLoss), `crps_energy`, `crps_sum`,
+`nd`, `nrmse`, `mase`, `smape`, all at once by `forecast_metrics`.
 One evaluator interface and metric vocabulary for the trainer and every study: `Evaluator`,
 `make_evaluator`, `METRICS` (name -> metric), `DEFAULT_METRICS` (by dataset, then data kind).
 """
@@ -25,6 +27,18 @@ from flowjax.metrics._evaluate import EvalOptions as EvalOptions
 from flowjax.metrics._evaluate import Evaluator as Evaluator
 from flowjax.metrics._evaluate import default_metrics as default_metrics
 from flowjax.metrics._evaluate import make_evaluator as make_evaluator
+from flowjax.metrics._forecast import QUANTILES as QUANTILES
+from flowjax.metrics._forecast import crps as crps
+from flowjax.metrics._forecast import crps_energy as crps_energy
+from flowjax.metrics._forecast import crps_sum as crps_sum
+from flowjax.metrics._forecast import forecast_metrics as forecast_metrics
+from flowjax.metrics._forecast import mase as mase
+from flowjax.metrics._forecast import nd as nd
+from flowjax.metrics._forecast import nrmse as nrmse
+from flowjax.metrics._forecast import quantile_losses as quantile_losses
+from flowjax.metrics._forecast import sample_quantiles as sample_quantiles
+from flowjax.metrics._forecast import seasonal_error as seasonal_error
+from flowjax.metrics._forecast import smape as smape
 from flowjax.metrics._frechet import FeatureStats as FeatureStats
 from flowjax.metrics._frechet import fid_from_features as fid_from_features
 from flowjax.metrics._frechet import fid_from_stats as fid_from_stats
@@ -49,6 +63,18 @@ from flowjax.metrics._samples import straightness as straightness
 from flowjax.metrics._samples import wasserstein2 as wasserstein2
 
 __all__ = [
+    "QUANTILES",
+    "crps",
+    "crps_energy",
+    "crps_sum",
+    "forecast_metrics",
+    "mase",
+    "nd",
+    "nrmse",
+    "quantile_losses",
+    "sample_quantiles",
+    "seasonal_error",
+    "smape",
     "DEFAULT_DIGITS_WEIGHTS",
     "DEFAULT_METRICS",
     "DESCRIPTIONS",
