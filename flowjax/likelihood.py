@@ -5,7 +5,7 @@ Along dx/dt = v(x, t) the log density obeys d log p_t(x_t) / dt = -div v(x_t, t)
 
     dx/dt = v(x, t),   d delta/dt = div v(x, t),   delta(1) = 0
 
-from t = 1 (data) back to t = 0 (noise) gives log p_1(x1) = log N(x(0); 0, I) + delta(0)
+from t = 1 (data) back to t = 0 (noise) gives log p_1(x1) = log p_0(x(0)) + delta(0)
 (Grathwohl et al. 2019, FFJORD, eq. (4)). The divergence is exact (D forward-mode
 Jacobian-vector products) or Hutchinson's unbiased estimate E[e^T (dv/dx) e] with probes e
 fixed over the solve (FFJORD, sec. 3.1), so the estimate of log p is unbiased too.
@@ -28,6 +28,7 @@ from jaxtyping import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
 from flowjax.sampling._integrate import check_steps, check_x, get_solver, integrate
 from flowjax.sampling._ode import _concrete, as_field_fn, solve_args
+from flowjax.sources import has_log_prob
 
 __all__ = [
     "DIVERGENCES",
@@ -89,8 +90,33 @@ def standard_normal_log_prob(x: Float[Array, "B *D"]) -> Float[Array, " B"]:
     )
 
 
+def _prior_fn(prior, log_p0, context):
+    """log p_0 as a function of x(0): N(0, I), a source's log_prob, or a user callable."""
+    if log_p0 is not None:
+        return log_p0
+    if prior is None:
+        return standard_normal_log_prob
+    return lambda x0: prior.log_prob(x0, context=context)
+
+
 @eqx.filter_jit
-def _solve(v, x1, probes, t_start, t_end, num_steps, rtol, atol, *, divergence, solver, max_steps):
+def _solve(
+    v,
+    x1,
+    probes,
+    t_start,
+    t_end,
+    num_steps,
+    rtol,
+    atol,
+    prior,
+    log_p0,
+    context,
+    *,
+    divergence,
+    solver,
+    max_steps,
+):
     field = as_field_fn(v, "log_prob")
     div_fn = DIVERGENCES[divergence]
 
@@ -111,7 +137,11 @@ def _solve(v, x1, probes, t_start, t_end, num_steps, rtol, atol, *, divergence, 
         max_steps=max_steps,
         caller="log_prob",
     )
-    prior = standard_normal_log_prob(x0)
+    prior = _prior_fn(prior, log_p0, context)(x0)
+    if prior.shape != x1.shape[:1]:
+        raise ValueError(
+            f"log_prob: the prior's log density must have shape ({x1.shape[0]},), got {prior.shape}"
+        )
     info.update(prior_logp=prior, delta=delta, x0=x0)
     return prior + delta, info
 
@@ -130,8 +160,15 @@ def log_prob(
     num_steps: int | None = None,
     t_eps: float = 0.0,
     max_steps: int = 4096,
+    prior=None,
+    log_p0: Callable[[Array], Array] | None = None,
+    context: Array | None = None,
 ) -> tuple[Float[Array, " B"], dict]:
-    """log p_1(x1) of the flow of v with an N(0, I) prior at t = 0 (module docstring).
+    """log p_1(x1) of the flow of v with a prior p_0 at t = 0 (module docstring).
+
+    The prior is N(0, I) unless `prior` (any source with `log_prob(x, *, context=None)`, e.g.
+    `fj.sources.Gaussian`, a GP; duck-typed) or `log_p0` (a callable x0 (B, *D) -> (B,), as
+    Meta's `ODESolver.compute_likelihood`) is given: log p_1(x1) = log p_0(x(0)) + delta(0).
 
     Gradients with respect to parameters of v (an `equinox.Module` or any pytree-callable
     passed as v) flow through the solve by diffrax's RecursiveCheckpointAdjoint. With
@@ -151,13 +188,26 @@ def log_prob(
         (the result is then the density of the flow's marginal at 1 - t_eps, with N(0, I)
         standing in for p_{t_eps}).
       max_steps: cap on adaptive steps.
+      prior: the source x0 was drawn from in training (None: N(0, I)).
+      log_p0: a callable log density of x(0) instead of `prior`.
+      context: passed to `prior.log_prob` for context-dependent priors (v itself takes no
+        context: bind it, e.g. `lambda x, t: model(x, t, context=c)`).
 
     Returns:
       (logp of shape (B,), info) with info["nfe"] (evaluations of v, each with its jvps),
-      info["num_steps"], info["prior_logp"] = log N(x(0); 0, I), info["delta"] = delta(0)
+      info["num_steps"], info["prior_logp"] = log p_0(x(0)), info["delta"] = delta(0)
       and info["x0"] = x(0), the encoding of x1.
     """
     x1 = check_x(x1, "x1", "log_prob")
+    if prior is not None and log_p0 is not None:
+        raise ValueError("log_prob: give prior= or log_p0=, not both")
+    if prior is not None and not has_log_prob(prior):
+        raise TypeError(
+            f"log_prob: prior {type(prior).__name__} has no log_prob(x, *, context=None); "
+            f"a likelihood needs the density of the source (pass log_p0= or another prior)"
+        )
+    if log_p0 is not None and not callable(log_p0):
+        raise TypeError(f"log_prob: log_p0 must be callable, got {type(log_p0).__name__}")
     if divergence not in DIVERGENCES:
         raise ValueError(
             f"log_prob: unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}"
@@ -194,6 +244,9 @@ def log_prob(
         num_steps,
         rtol,
         atol,
+        prior,
+        log_p0,
+        context,
         divergence=divergence,
         solver=solver,
         max_steps=cap,
