@@ -11,13 +11,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax import _registry
-from flowjax.models import dit, mlp, unet
+from flowjax.models import dit, mlp, token_transformer, unet
 
 # name -> (class, named variants). A new architecture is one entry here.
 REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, dict]]] = {
     "mlp": (mlp.MLP, mlp.VARIANTS),
     "unet": (unet.UNet, unet.VARIANTS),
     "dit": (dit.DiT, dit.VARIANTS),
+    "token_transformer": (token_transformer.TokenTransformer, token_transformer.VARIANTS),
 }
 
 
