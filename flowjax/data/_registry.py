@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from jaxtyping import Float
 
-from flowjax.data import _sources, _timeseries
+from flowjax.data import _sources, _timeseries, _tokens
 from flowjax.data._gmm import GMM_PRESETS, MixtureParams
 from flowjax.data._toys import TOYS
 
@@ -229,6 +229,7 @@ DATASETS |= {
     for name, info in _timeseries.SERIES.items()
 }
 
+DATASETS |= _tokens.specs(DatasetSpec)  # int token datasets (kind "tokens")
 
 def spec(name: str) -> DatasetSpec:
     """The registered spec of `name`; ValueError listing the valid names otherwise."""
