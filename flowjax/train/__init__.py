@@ -9,6 +9,7 @@ Command line: `python -m experiments.main --config=configs/toy2d.py:fm --workdir
 """
 
 from flowjax.train.checkpoint import Checkpointer as Checkpointer
+from flowjax.train.checkpoint import CheckpointError as CheckpointError
 from flowjax.train.config import validate as validate
 from flowjax.train.experiment import Experiment as Experiment
 from flowjax.train.experiment import build as build
@@ -28,6 +29,7 @@ from flowjax.train.step import make_train_step as make_train_step
 from flowjax.train.writers import read_metrics as read_metrics
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "Experiment",
     "NonFiniteError",

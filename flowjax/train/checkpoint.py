@@ -5,20 +5,26 @@ temporary directory and renames it when complete, so a crash mid-save leaves the
 checkpoints intact and the partial one is never seen as a step.
 
 The data item holds the iterator state of every process (gathered to the primary process,
-which writes the JSON); each process restores its own entry.
+which writes the JSON); each process restores its own entry, and a fingerprint of the train
+state: raw array chunks carry no checksum, so a checkpoint whose bytes were overwritten would
+otherwise restore silently with wrong values. `restore_latest` walks back from the newest
+checkpoint past those that cannot be read (one line each) to the newest intact one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "abstract_with_shardings"]
+__all__ = ["CheckpointError", "Checkpointer", "abstract_with_shardings", "fingerprint"]
 
 _ITEMS = ("state", "data", "config")
 
@@ -43,6 +49,50 @@ def _allgather_json(obj: Any) -> list:
     padded[: raw.size] = raw
     gathered = np.asarray(multihost_utils.process_allgather(padded))
     return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths, strict=True)]
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of a directory could be read (the message is one line)."""
+
+
+class _WrongProcessCount(ValueError):
+    pass
+
+
+def _as_uint32(x: jax.Array) -> jax.Array:
+    """The bits of `x` as a flat uint32 vector (8-byte items give two words each)."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32).ravel()
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32).ravel()
+
+
+@jax.jit
+def _leaf_sums(tree: Any) -> list[jax.Array]:
+    # sum_i (2 i + 1) * bits_i mod 2^32: odd weights are invertible mod 2^32, so changing any
+    # one word changes the sum, and changes at several places cancel with probability ~2^-32.
+    def one(x):
+        bits = _as_uint32(x)
+        weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
+        return jnp.sum(bits * weights, dtype=jnp.uint32)
+
+    return [one(x) for x in jax.tree.leaves(tree)]
+
+
+def fingerprint(tree: Any) -> list[int]:
+    """One 32-bit checksum per leaf of a pytree of (possibly sharded, global) arrays."""
+    sums = _leaf_sums(tree)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        sums = multihost_utils.process_allgather(sums, tiled=True)
+    return [int(v) for v in jax.device_get(sums)]
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Checkpointer:
@@ -75,11 +125,12 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return
         states = _allgather_json(data_state)
+        data = {"process_states": states, "fingerprint": fingerprint(state)}
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"process_states": states}),
+                data=ocp.args.JsonSave(data),
                 config=ocp.args.JsonSave(config),
             ),
             force=True,
@@ -90,6 +141,10 @@ class Checkpointer:
 
         `abstract_state` is a pytree of ShapeDtypeStructs with shardings (see
         `abstract_with_shardings`).
+
+        Raises:
+          ValueError: the checkpoint cannot be read, its state differs from the one saved
+            (its fingerprint), or it was written by another number of processes.
         """
         out = self._manager.restore(
             int(step),
@@ -101,11 +156,74 @@ class Checkpointer:
         )
         states = out["data"]["process_states"]
         if len(states) != jax.process_count():
-            raise ValueError(
+            raise _WrongProcessCount(
                 f"checkpoint {step} in {self.directory} was written by {len(states)} "
                 f"process(es); this run has {jax.process_count()}"
             )
+        saved = out["data"].get("fingerprint")  # absent in checkpoints of older versions
+        if saved is not None:
+            got = fingerprint(out["state"])
+            if got != saved:
+                paths = [
+                    jax.tree_util.keystr(k) for k, _ in jax.tree.leaves_with_path(out["state"])
+                ]
+                bad = [p for p, a, b in zip(paths, got, saved, strict=True) if a != b]
+                raise ValueError(
+                    f"state differs from the one saved in {bad[0]} (and {len(bad) - 1} more)"
+                )
         return out["state"], states[jax.process_index()], out["config"]
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
+    def restore_latest(
+        self,
+        abstract_state: Any,
+        *,
+        set_aside: bool = True,
+        report: Callable[[str], None] = print,
+    ) -> tuple[int, Any, Any, dict] | None:
+        """(step, state, data state, config) of the newest checkpoint that can be read.
+
+        Each newer checkpoint that cannot be read is reported in one line naming its step and
+        path and, with `set_aside`, renamed to `<step>.damaged` (ignored from then on) so that
+        the run writes that step anew. None when there is no checkpoint.
+
+        Raises:
+          CheckpointError: there are checkpoints and none can be read (nothing is renamed).
+        """
+        steps = sorted(self.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                state, data_state, config = self.restore(step, abstract_state)
+            except _WrongProcessCount:
+                raise
+            except Exception as e:  # any unreadable or altered checkpoint, whatever the cause
+                where = f"checkpoint: step {step} at {self.step_path(step)} cannot be read"
+                if i + 1 == len(steps):
+                    raise CheckpointError(f"{where} ({_one_line(e)}); no intact checkpoint") from e
+                if jax.process_index() == 0:
+                    report(f"{where} ({_one_line(e)}); falling back to step {steps[i + 1]}")
+                continue
+            if set_aside:
+                self._set_aside(steps[:i])
+            return int(step), state, data_state, config
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                target = self.step_path(step) + ".damaged"
+                if os.path.exists(target):
+                    shutil.rmtree(target)
+                os.rename(self.step_path(step), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("flowjax_checkpoint_set_aside")
+        self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are written."""

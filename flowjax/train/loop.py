@@ -219,11 +219,13 @@ def _write_summary(workdir: str, summary: dict) -> None:
 
 
 def _restore_or_init(exp: Experiment, ckpt: Checkpointer):
-    step = ckpt.latest_step()
-    if step is None:
+    # The newest checkpoint that can be read; damaged newer ones are reported (one line each)
+    # and set aside, so the run retrains those steps and writes them anew.
+    found = ckpt.restore_latest(exp.abstract_state)
+    if found is None:
         return exp.new_state(), None, 0
-    state, data_state, _ = ckpt.restore(step, exp.abstract_state)
-    return state, data_state, int(step)
+    step, state, data_state, _ = found
+    return state, data_state, step
 
 
 def train_and_evaluate(
@@ -252,6 +254,8 @@ def train_and_evaluate(
       ValueError: a bad config or bad data (one line naming the field).
       NonFiniteError: with `train.on_nonfinite="stop"`, a non-finite loss or gradient (the
         message names the step; the last checkpoint is the last good state).
+      CheckpointError: `workdir` has checkpoints and none can be read (a damaged newer one
+        is reported in one line and the run resumes from the newest intact one).
     """
     num_devices = len(devices) if devices is not None else jax.device_count()
     validate(config, num_devices, jax.process_count())
@@ -269,8 +273,8 @@ def train_and_evaluate(
     if data_state is not None:
         iterator.set_state(data_state)
 
-    writer = MetricWriter(workdir, enabled=primary)
-    writer.truncate_after(start)  # drop records of steps a killed run logged past its checkpoint
+    # Drops the records of steps a stopped run logged past the checkpoint it resumes from.
+    writer = MetricWriter(workdir, enabled=primary, resume_step=start)
     evaluator = _Evaluator(exp, workdir)
     summary: dict[str, Any] = {
         "workdir": os.path.abspath(workdir),
@@ -329,12 +333,14 @@ def train_and_evaluate(
                     loss=f"{record['train/loss']:.4g}",
                     steps_per_s=f"{record['train/steps_per_sec']:.1f}",
                 )
-                if save:
-                    ckpt.save(step, state, data_state, _config_dict(config))
                 if run_eval and not preempted:
                     record.update(evaluator(state, step))
                     summary["eval"] = {k: v for k, v in record.items() if k.startswith("eval/")}
+                # The record before the checkpoint: a run stopped in between resumes from an
+                # earlier checkpoint and drops the record, so none is lost and none doubled.
                 writer.write(step, record)
+                if save:
+                    ckpt.save(step, state, data_state, _config_dict(config))
                 summary["train"] = {k: v for k, v in record.items() if k.startswith("train/")}
                 for hook in hooks:
                     hook(step, state)
@@ -387,32 +393,39 @@ def _summary_line(summary: dict) -> str:
 def restore(config, workdir: str, *, step: int | None = None, devices=None):
     """(experiment, state) of a checkpoint in `workdir` (default: the latest).
 
+    Without `step`, checkpoints newer than the newest intact one are reported (one line
+    each) and skipped.
+
     Raises:
       FileNotFoundError: no checkpoint in `workdir/checkpoints`.
+      CheckpointError: none of them can be read.
     """
     num_devices = len(devices) if devices is not None else jax.device_count()
     validate(config, num_devices, jax.process_count())
     exp = build(config, devices)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
-        step = ckpt.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-        state, _, _ = ckpt.restore(step, exp.abstract_state)
+            found = ckpt.restore_latest(exp.abstract_state, set_aside=False)
+            if found is None:
+                raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
+            state = found[1]
+        else:
+            state, _, _ = ckpt.restore(step, exp.abstract_state)
     finally:
         ckpt.close()
     return exp, state
 
 
 def evaluate(config, workdir: str) -> dict:
-    """Evaluates the latest checkpoint: metrics printed, appended to metrics.jsonl and
-    written to `workdir/eval_summary.json`; a sample picture under `workdir/samples`."""
+    """Evaluates the latest checkpoint: metrics printed, merged into the step's record of
+    metrics.jsonl and written to `workdir/eval_summary.json`; a picture under `samples/`."""
     exp, state = restore(config, workdir)
     step = int(jax.device_get(state.step))
     result = {"step": step, **_Evaluator(exp, workdir)(state, step)}
     if jax.process_index() == 0:
         writer = MetricWriter(workdir, tensorboard=False)
-        writer.write(step, {k: v for k, v in result.items() if k != "step"})
+        writer.update(step, {k: v for k, v in result.items() if k != "step"})
         writer.close()
         with open(os.path.join(workdir, "eval_summary.json"), "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)

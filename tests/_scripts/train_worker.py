@@ -2,6 +2,9 @@
 
   python tests/_scripts/train_worker.py --workdir=DIR --steps=40 --out=params.npz
       [--kill_at=S | --term_at=S]              # SIGKILL / SIGTERM itself at sync step S
+      [--kill_after_save=S]                    # SIGKILL right after checkpoint S is written
+      [--kill_in_write=S]                      # SIGKILL half-way through the record of step S
+      [--eval_at_start]                        # also log an evaluation at step 0
       [--coordinator=127.0.0.1:PORT --num_processes=2 --process_id=I]
 
 Writes the final train state (params, EMA, optimizer state, step) of the latest checkpoint
@@ -24,6 +27,9 @@ def parse():
     p.add_argument("--out", default="")
     p.add_argument("--kill_at", type=int, default=-1)
     p.add_argument("--term_at", type=int, default=-1)
+    p.add_argument("--kill_after_save", type=int, default=-1)
+    p.add_argument("--kill_in_write", type=int, default=-1)
+    p.add_argument("--eval_at_start", action="store_true")
     p.add_argument("--coordinator", default="")
     p.add_argument("--num_processes", type=int, default=1)
     p.add_argument("--process_id", type=int, default=0)
@@ -33,7 +39,7 @@ def parse():
     return p.parse_args()
 
 
-def config_for(steps: int, async_checkpoint: bool, evaluate: bool):
+def config_for(steps: int, async_checkpoint: bool, evaluate: bool, eval_at_start: bool = False):
     from configs import toy2d
 
     config = toy2d.get_config("fm")
@@ -46,7 +52,7 @@ def config_for(steps: int, async_checkpoint: bool, evaluate: bool):
     config.train.checkpoint_every = 10
     config.train.async_checkpoint = async_checkpoint
     config.eval.every = 0 if evaluate else -1  # at the end, or never
-    config.eval.at_start = False
+    config.eval.at_start = eval_at_start
     config.eval.num_samples = 64
     config.eval.batch_size = 64
     config.eval.num_steps = 4
@@ -66,6 +72,29 @@ def dump(state, path):
         np.savez(path, **arrays)
 
 
+def kill_between(after_save: int, in_write: int):
+    """SIGKILL at places no hook reaches: after a save, or with a record half written."""
+    from flowjax.train import checkpoint, writers
+
+    save, write = checkpoint.Checkpointer.save, writers.MetricWriter.write
+
+    def save_then_kill(self, step, *args, **kwargs):
+        save(self, step, *args, **kwargs)
+        if step == after_save:
+            self.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def write_half(self, step, scalars):
+        if step != in_write:
+            return write(self, step, scalars)
+        self._file.write(json.dumps({"step": step, **scalars})[:20])
+        self._file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.Checkpointer.save = save_then_kill
+    writers.MetricWriter.write = write_half
+
+
 def main():
     args = parse()
     if args.num_processes > 1:
@@ -73,7 +102,9 @@ def main():
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     import flowjax as fj
 
-    config = config_for(args.steps, args.async_checkpoint, args.eval)
+    config = config_for(args.steps, args.async_checkpoint, args.eval, args.eval_at_start)
+    if args.kill_after_save >= 0 or args.kill_in_write >= 0:
+        kill_between(args.kill_after_save, args.kill_in_write)
 
     def hook(step, state):
         if step == args.kill_at:
