@@ -10,6 +10,7 @@ from flowjax.data._gmm import GMM_PRESETS as GMM_PRESETS
 from flowjax.data._gmm import MixtureParams as MixtureParams
 from flowjax.data._gmm import gmm_params as gmm_params
 from flowjax.data._gmm import sample_mixture as sample_mixture
+from flowjax.data._manifold import manifold_of as manifold_of
 from flowjax.data._pipeline import DataIterator as DataIterator
 from flowjax.data._pipeline import make_iterator as make_iterator
 from flowjax.data._pipeline import time_batches as time_batches
