@@ -73,25 +73,26 @@ def euler_step(key, x_t, p, t, h, path: MixturePath, p0, corrector: float):
 
 @eqx.filter_jit
 def _run(posterior, x0, path, p0, key, num_steps, num_states, t0, t1, corrector):
-    ts = jnp.linspace(t0, t1, num_steps + 1)
+    # num_steps is traced (a while loop), so every step count shares one compiled program.
     b = x0.shape[0]
+    h = (t1 - t0) / num_steps
 
-    def step(x_t, inputs):
-        k, t, h = inputs
-        tb, hb = jnp.full((b,), t), jnp.full((b,), h)
-        p = pad_posterior(posterior(x_t, tb), num_states)
-        return euler_step(k, x_t, p, tb, hb, path, p0, corrector), None
+    def posterior_at(x, k):
+        tb = jnp.full((b,), t0 + k * h)
+        return tb, pad_posterior(posterior(x, tb), num_states)
 
-    keys = jax.random.split(key, num_steps)
-    x, _ = jax.lax.scan(step, x0, (keys[:-1], ts[:-2], ts[1:-1] - ts[:-2]))
+    def body(k, x):
+        tb, p = posterior_at(x, k)
+        hb = jnp.full((b,), h)
+        return euler_step(jax.random.fold_in(key, k), x, p, tb, hb, path, p0, corrector)
+
+    x = jax.lax.fori_loop(0, num_steps - 1, body, x0)
     # Last step: x1 ~ p_{1|t} (kappa(1) = 1) when t1 = 1, else one more Euler step.
-    tb = jnp.full((b,), ts[-2])
-    p = pad_posterior(posterior(x, tb), num_states)
+    tb, p = posterior_at(x, num_steps - 1)
+    k_last = jax.random.fold_in(key, num_steps - 1)
     if t1 == 1.0:
-        x = sample_categorical(keys[-1], p)
-    else:
-        x = euler_step(keys[-1], x, p, tb, jnp.full((b,), ts[-1] - ts[-2]), path, p0, corrector)
-    return x, ts
+        return sample_categorical(k_last, p)
+    return euler_step(k_last, x, p, tb, jnp.full((b,), h), path, p0, corrector)
 
 
 def sample_euler(
@@ -147,6 +148,8 @@ def sample_euler(
         if source
         else jnp.zeros(num_states)
     )
-    fn, nfe = guided_posterior(posterior, unconditional, guidance_scale, temperature)
-    x1, ts = _run(fn, x0, path, p0, key, num_steps, num_states, t0, t1, corrector)
-    return (x1, {"nfe": nfe * num_steps, "ts": ts}) if return_info else x1
+    fn = guided_posterior(posterior, unconditional, guidance_scale, temperature)
+    n = jnp.asarray(num_steps, jnp.int32)
+    x1 = _run(fn, x0, path, p0, key, n, num_states, t0, t1, corrector)
+    info = {"nfe": fn.nfe * num_steps, "ts": jnp.linspace(t0, t1, num_steps + 1)}
+    return (x1, info) if return_info else x1

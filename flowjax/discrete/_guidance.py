@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import equinox as eqx
 import jax.numpy as jnp
 
 _TINY = 1e-30
@@ -26,13 +27,37 @@ def check_scalar(value, name: str, minimum: float, strict: bool) -> float:
     return float(value)
 
 
+class GuidedPosterior(eqx.Module):
+    """(x_t, t) -> the guided, tempered posterior (B, L, V), unnormalised with guidance."""
+
+    posterior: Callable
+    unconditional: Callable | None
+    guidance_scale: float = eqx.field(static=True)
+    temperature: float = eqx.field(static=True)
+
+    @property
+    def nfe(self) -> int:
+        return 1 if self.unconditional is None else 2
+
+    def __call__(self, x_t, t):
+        p = self.posterior(x_t, t)
+        if self.unconditional is not None:
+            pu = self.unconditional(x_t, t)
+            log_ratio = jnp.log(jnp.maximum(p, _TINY)) - jnp.log(jnp.maximum(pu, _TINY))
+            p = p * jnp.exp((self.guidance_scale - 1.0) * log_ratio)
+        if self.temperature != 1.0:
+            p = jnp.exp(jnp.log(jnp.maximum(p, _TINY)) / self.temperature) * (p > 0)
+            p = p / jnp.sum(p, axis=-1, keepdims=True)
+        return p
+
+
 def guided_posterior(
     posterior: Callable,
-    unconditional: Callable | None,
-    guidance_scale: float,
-    temperature: float,
-) -> tuple[Callable, int]:
-    """(fn(x_t, t) -> guided, tempered, unnormalised posterior (B, L, V), NFE per call)."""
+    unconditional: Callable | None = None,
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
+) -> GuidedPosterior:
+    """The posterior with classifier-free guidance (scale w) and temperature applied."""
     check_scalar(guidance_scale, "guidance_scale", 0.0, strict=False)
     check_scalar(temperature, "temperature", 0.0, strict=True)
     if unconditional is None and guidance_scale != 1.0:
@@ -41,19 +66,5 @@ def guided_posterior(
             "the conditional and unconditional posteriors)"
         )
     if unconditional is not None and not callable(unconditional):
-        raise TypeError(
-            f"unconditional must be a callable (x_t, t) -> probs, got {unconditional!r}"
-        )
-
-    def fn(x_t, t):
-        p = posterior(x_t, t)
-        if unconditional is not None:
-            pu = unconditional(x_t, t)
-            log_ratio = jnp.log(jnp.maximum(p, _TINY)) - jnp.log(jnp.maximum(pu, _TINY))
-            p = p * jnp.exp((guidance_scale - 1.0) * log_ratio)
-        if temperature != 1.0:
-            p = jnp.exp(jnp.log(jnp.maximum(p, _TINY)) / temperature) * (p > 0)
-            p = p / jnp.sum(p, axis=-1, keepdims=True)
-        return p
-
-    return fn, 1 if unconditional is None else 2
+        raise TypeError(f"unconditional must be a callable (x_t, t) -> probs; got {unconditional}")
+    return GuidedPosterior(posterior, unconditional, float(guidance_scale), float(temperature))

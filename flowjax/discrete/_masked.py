@@ -30,21 +30,20 @@ __all__ = ["sample_masked"]
 
 @eqx.filter_jit
 def _run(posterior, x0, path, key, num_steps, mask, t0):
-    ts = jnp.linspace(t0, 1.0, num_steps + 1)
+    # num_steps is traced (a while loop), so every step count shares one compiled program.
     b = x0.shape[0]
+    h = (1.0 - t0) / num_steps
 
-    def step(x_t, inputs):
-        k, t, s = inputs
-        k_unmask, k_draw = jax.random.split(k)
+    def body(k, x_t):
+        k_unmask, k_draw = jax.random.split(jax.random.fold_in(key, k))
+        t, s = t0 + k * h, t0 + (k + 1) * h
         p = posterior(x_t, jnp.full((b,), t))
         kt, ks = path.kappa(t), path.kappa(s)
-        prob = jnp.where(s >= 1.0, 1.0, (ks - kt) / (1.0 - kt))
+        prob = jnp.where(k == num_steps - 1, 1.0, (ks - kt) / (1.0 - kt))
         unmask = (x_t == mask) & (jax.random.uniform(k_unmask, x_t.shape) < prob)
-        return jnp.where(unmask, sample_categorical(k_draw, p), x_t), None
+        return jnp.where(unmask, sample_categorical(k_draw, p), x_t)
 
-    keys = jax.random.split(key, num_steps)
-    x, _ = jax.lax.scan(step, x0, (keys, ts[:-1], ts[1:]))
-    return x, ts
+    return jax.lax.fori_loop(0, num_steps, body, x0)
 
 
 def sample_masked(
@@ -75,6 +74,7 @@ def sample_masked(
     if vocab != source.vocab_size:
         raise ValueError(f"source.vocab_size={source.vocab_size} but the posterior has V={vocab}")
     x0 = check_tokens(x0, source.num_states, "x0")
-    fn, nfe = guided_posterior(posterior, unconditional, guidance_scale, temperature)
-    x1, ts = _run(fn, x0, path, key, num_steps, source.mask, float(t0))
-    return (x1, {"nfe": nfe * num_steps, "ts": ts}) if return_info else x1
+    fn = guided_posterior(posterior, unconditional, guidance_scale, temperature)
+    x1 = _run(fn, x0, path, key, jnp.asarray(num_steps, jnp.int32), source.mask, float(t0))
+    info = {"nfe": fn.nfe * num_steps, "ts": jnp.linspace(float(t0), 1.0, num_steps + 1)}
+    return (x1, info) if return_info else x1

@@ -1,7 +1,8 @@
 """The shared part of the discrete objectives: fields, checks, and the draw of (x1, x_t, t).
 
-Objectives are `eqx.Module`s called with the one loss signature `(params, key, batch) ->
-(scalar, aux)`. `model(params, x_t, t, *, y=None, context=None, key=None)` returns logits
+Objectives are `eqx.Module`s called with the one loss signature `(params, key, batch, *,
+model=None) -> (scalar, aux)` (the pattern of fj.objectives: the model is bound as a field or
+passed at call time). `model(params, x_t, t, *, y=None, context=None, key=None)` returns logits
 (B, L, V) of x1 given x_t, where x_t takes `source.num_states` values (V + 1 with a mask).
 """
 
@@ -18,19 +19,19 @@ from flowjax.discrete._sources import AbstractDiscreteSource
 
 
 class AbstractDiscreteObjective(eqx.Module):
-    """Fields: model, path, source, time_eps (t ~ U[0, 1 - time_eps]), num_classes,
-    label_dropout (null label = num_classes, for classifier-free guidance)."""
+    """Fields: path, source, model (or pass it at call time), time_eps (t ~ U[0, 1 - time_eps]),
+    num_classes, label_dropout (null label = num_classes, for classifier-free guidance)."""
 
-    model: Callable = eqx.field(static=True)
     path: MixturePath
     source: AbstractDiscreteSource
+    model: Callable | None = eqx.field(default=None, static=True)
     time_eps: float = eqx.field(default=1e-3, static=True)
     num_classes: int | None = eqx.field(default=None, static=True)
     label_dropout: float = eqx.field(default=0.0, static=True)
 
     def __check_init__(self):
         name = type(self).__name__
-        if not callable(self.model):
+        if self.model is not None and not callable(self.model):
             raise TypeError(f"{name}: model must be an apply function, got {self.model!r}")
         if not isinstance(self.path, MixturePath):
             raise TypeError(f"{name}: path must be a fj.discrete.MixturePath, got {self.path!r}")
@@ -46,9 +47,12 @@ class AbstractDiscreteObjective(eqx.Module):
         if self.label_dropout > 0 and self.num_classes is None:
             raise ValueError(f"{name}: label_dropout > 0 needs num_classes (the null label)")
 
-    def draw(self, params, key, batch, *, antithetic: bool = False):
+    def draw(self, params, key, batch, model=None, *, antithetic: bool = False):
         """Returns (x1, x_t, t, log p_theta(x1 | x_t) over the states (B, L, S))."""
         name = type(self).__name__
+        model = self.model if model is None else model
+        if model is None or not callable(model):
+            raise TypeError(f"{name}: no model; bind model=... or pass it at call time")
         if not isinstance(batch, Mapping) or "x1" not in batch:
             raise ValueError(f"{name}: batch must be a dict with 'x1' (B, L) int tokens")
         x1 = self.source.check_data(batch["x1"], f"{name}: batch['x1']")
@@ -71,7 +75,7 @@ class AbstractDiscreteObjective(eqx.Module):
             kwargs["y"] = labels
         if batch.get("context") is not None:
             kwargs["context"] = batch["context"]
-        logits = self.model(params, x_t, t, key=k_model, **kwargs)
+        logits = model(params, x_t, t, key=k_model, **kwargs)
         v = self.source.vocab_size
         if getattr(logits, "shape", None) != (*x1.shape, v):
             raise ValueError(

@@ -37,14 +37,14 @@ def check_tokens(x, num_states: int, name: str = "tokens") -> Int[Array, "batch 
         raise TypeError(f"{name} must be an integer array of token ids, got dtype {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (B, L), got shape {tuple(x.shape)}")
-    x = jnp.asarray(x)
-    bad = (x < 0) | (x >= num_states)
     if not isinstance(x, jax.core.Tracer):
-        if bool(jnp.any(bad)):
-            v = int(x[bad][0])
-            raise ValueError(f"{name} must lie in [0, {num_states}), got token id {v}")
-        return x
-    return eqx.error_if(x, jnp.any(bad), f"{name} must lie in [0, {num_states})")
+        xn = np.asarray(x)
+        bad = (xn < 0) | (xn >= num_states)
+        if bad.any():
+            raise ValueError(f"{name} must lie in [0, {num_states}), got token id {xn[bad][0]}")
+        return jnp.asarray(x)
+    bad = jnp.any((x < 0) | (x >= num_states))
+    return eqx.error_if(x, bad, f"{name} must lie in [0, {num_states})")
 
 
 class AbstractDiscreteSource(eqx.Module):

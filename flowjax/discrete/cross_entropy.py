@@ -15,8 +15,8 @@ from flowjax.discrete._objective import AbstractDiscreteObjective, gather
 class CrossEntropy(AbstractDiscreteObjective):
     """Token cross-entropy of the posterior at x1; aux has "loss", "per_example_loss" (B,)."""
 
-    def __call__(self, params, key, batch):
-        x1, _, t, log_p = self.draw(params, key, batch)
+    def __call__(self, params, key, batch, *, model=None):
+        x1, _, t, log_p = self.draw(params, key, batch, model)
         per_token = -gather(log_p, x1)
         per_example = jnp.mean(per_token, axis=1)
         value = jnp.mean(per_example)

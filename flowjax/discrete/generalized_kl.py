@@ -31,8 +31,8 @@ def generalized_kl(path, log_p, x1, x_t, t):
 class GeneralizedKL(AbstractDiscreteObjective):
     """Generalized KL of the mixture path; aux: "loss", "per_example_loss", "bpt" (B,)."""
 
-    def __call__(self, params, key, batch):
-        x1, x_t, t, log_p = self.draw(params, key, batch)
+    def __call__(self, params, key, batch, *, model=None):
+        x1, x_t, t, log_p = self.draw(params, key, batch, model)
         per_token = generalized_kl(self.path, log_p, x1, x_t, t)
         per_example = jnp.mean(per_token, axis=1)
         value = jnp.mean(per_example)

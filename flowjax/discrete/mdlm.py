@@ -30,8 +30,8 @@ class MDLM(AbstractDiscreteObjective):
         if not isinstance(self.source, MaskSource):
             raise TypeError(f"MDLM: source must be fj.discrete.MaskSource(V), got {self.source!r}")
 
-    def __call__(self, params, key, batch):
-        x1, x_t, t, log_p = self.draw(params, key, batch, antithetic=self.antithetic)
+    def __call__(self, params, key, batch, *, model=None):
+        x1, x_t, t, log_p = self.draw(params, key, batch, model, antithetic=self.antithetic)
         masked = (x_t == self.source.mask).astype(log_p.dtype)
         weight = self.path.kappa.jump_rate(t)[:, None]
         per_token = weight * masked * -gather(log_p, x1)
