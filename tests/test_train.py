@@ -58,9 +58,11 @@ def _lsq_loss(params, key, batch):
     return err, {"mse": err}
 
 
-def _lsq_setup(*, on_nonfinite="stop", accum_steps=1, ema_warmup=False, decays=(0.9,)):
+def _lsq_setup(
+    *, on_nonfinite="stop", accum_steps=1, ema_warmup=False, decays=(0.9,), warmup_steps=0
+):
     optim = default.get_config().optim
-    optim.lr, optim.warmup_steps, optim.schedule = 0.05, 0, "constant"
+    optim.lr, optim.warmup_steps, optim.schedule = 0.05, warmup_steps, "constant"
     optimizer, schedule = make_optimizer(optim, 100)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
 
@@ -133,6 +135,29 @@ def test_nonfinite_skip_drops_exactly_that_update():
     for k in ("w", "b"):
         np.testing.assert_array_equal(state.params[k], ref.params[k])
         np.testing.assert_array_equal(state.ema[0][k], ref.ema[0][k])
+
+
+def test_logged_lr_is_the_rate_applied_when_steps_are_skipped():
+    # During warmup the rate changes every update. Skipped steps leave the optimizer (and its
+    # count) as it was, so the run with NaN batches must log, at its finite steps, exactly the
+    # rates of a run on the finite batches alone, whose steps all apply.
+    data = _batches(7, nan_at=[1, 4])
+    finite = [0, 2, 3, 5, 6]
+    step, state = _lsq_setup(on_nonfinite="skip", warmup_steps=10)
+    state, metrics = step(state, data)
+    metrics = jax.device_get(metrics)
+    assert int(state.num_skipped) == 2
+    ref_step, ref = _lsq_setup(on_nonfinite="skip", warmup_steps=10)
+    ref, ref_metrics = ref_step(ref, {"x1": data["x1"][finite]})
+    ref_metrics = jax.device_get(ref_metrics)
+    np.testing.assert_array_equal(metrics["lr"][finite], ref_metrics["lr"])
+    np.testing.assert_allclose(ref_metrics["lr"], 0.005 * np.arange(5), rtol=1e-6)
+    # A skipped step applies nothing: it logs the rate the next update will use.
+    np.testing.assert_array_equal(metrics["lr"][[1, 4]], metrics["lr"][[2, 5]])
+    # Negative control: the schedule at the loop's step count drifts after the first skip.
+    assert not np.allclose(metrics["lr"][finite], 0.005 * np.asarray(finite))
+    for k in ("w", "b"):
+        np.testing.assert_array_equal(state.params[k], ref.params[k])
 
 
 def test_nonfinite_stop_freezes_the_state_at_the_bad_step():
@@ -219,6 +244,16 @@ def test_nan_in_data_stops_with_a_message_naming_the_step(tmp_path):
     data = _Corrupt(fj.train.make_data_iterator(config), at=12)
     summary = fj.train.train_and_evaluate(config, str(tmp_path / "skip"), data_iterator=data)
     assert summary["step"] == 20 and summary["train"]["train/num_skipped"] == 1
+    # The logged lr (mean over the finite steps since the last log) is that of the updates
+    # applied: optax's count lags the step count by one after step 12 was skipped.
+    schedule = make_schedule(config.optim, config.train.num_steps)
+    logged = {r["step"]: r["train/lr"] for r in fj.train.read_metrics(str(tmp_path / "skip"))}
+    applied = {15: [10, 11, 12, 13], 20: [14, 15, 16, 17, 18]}
+    for row, counts in applied.items():
+        want = np.mean([np.float32(schedule(c)) for c in counts])
+        np.testing.assert_allclose(logged[row], want, rtol=1e-6)
+        old = np.mean([np.float32(schedule(c)) for c in range(row - 5, row) if c != 12])
+        assert abs(logged[row] - old) > 1e-3 * abs(old)  # the schedule at the step count
 
 
 def test_wrong_data_shape_is_a_one_line_error(tmp_path):
