@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax import _registry
-from flowjax.models import dit, mlp, token_transformer, unet
+from flowjax.models import dit, manifold_mlp, mlp, sequence, token_transformer, unet
 
 # name -> (class, named variants). A new architecture is one entry here.
 REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, dict]]] = {
@@ -19,6 +19,8 @@ REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, dict]]] = {
     "unet": (unet.UNet, unet.VARIANTS),
     "dit": (dit.DiT, dit.VARIANTS),
     "token_transformer": (token_transformer.TokenTransformer, token_transformer.VARIANTS),
+    "sequence": (sequence.SequenceNet, sequence.VARIANTS),
+    "manifold_mlp": (manifold_mlp.ManifoldMLP, manifold_mlp.VARIANTS),
 }
 
 
@@ -28,6 +30,7 @@ def build_model(
     *,
     input_shape: tuple[int, ...],
     num_classes: int | None = None,
+    context_shape: tuple[int, ...] | None = None,
     key,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
@@ -40,6 +43,8 @@ def build_model(
       variant: named size of that architecture (e.g. "tiny", "cifar10", "S/2").
       input_shape: one example's shape without the batch axis: (D,) or (H, W, C).
       num_classes: real classes for a class-conditional model (label `num_classes` is null).
+      context_shape: one example's context shape (no batch axis) for a context-conditioned
+        model (`ContextEmbedding`; `context=None` at call time is the learned null context).
       key: PRNG key (or int seed) for the parameter initialisation.
       dtype: compute dtype (e.g. jnp.bfloat16); outputs are float32 regardless.
       param_dtype: parameter dtype.
@@ -60,6 +65,10 @@ def build_model(
     if unknown:
         raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}; valid ones: {accepted}")
     kwargs = {**variants[variant], **overrides}
+    if context_shape is not None:
+        if "context_shape" not in accepted:
+            raise TypeError(f"{cls.__name__} takes no context (no context_shape argument)")
+        kwargs["context_shape"] = tuple(context_shape)
     return cls(
         input_shape,
         num_classes=num_classes,
@@ -75,14 +84,18 @@ def functional(module: nnx.Module) -> tuple[Callable, dict]:
 
     `params` is the nested dict of parameter arrays (`nnx.to_pure_dict` of the `nnx.Param`
     state; an `nnx.State` of the same structure is accepted too). Any non-parameter state is
-    kept static in the closure. `apply_fn(params, x, t, *, s=None, y=None, key=None)` merges
+    kept static in the closure. `apply_fn(params, x, t, *, s=None, y=None, context=None,
+    key=None)` merges
     and calls the module; it is pure, so it works under `jax.jit` and `jax.grad` (w.r.t. params).
     Dropout is on only when a `key` is given, and then is a function of that key.
     """
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
-    def apply_fn(params, x, t, *, s=None, y=None, key=None):
-        return nnx.merge(graphdef, params, rest)(x, t, s=s, y=y, key=key)
+    def apply_fn(params, x, t, *, s=None, y=None, context=None, key=None):
+        model = nnx.merge(graphdef, params, rest)
+        if context is None:  # models without a context argument keep working
+            return model(x, t, s=s, y=y, key=key)
+        return model(x, t, s=s, y=y, context=context, key=key)
 
     return apply_fn, nnx.to_pure_dict(params)
 

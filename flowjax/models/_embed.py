@@ -1,10 +1,11 @@
-"""Conditioning embeddings: times t (and s, for flow maps) and class labels."""
+"""Conditioning embeddings: times t (and s, for flow maps), class labels, and a context."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, Int
@@ -167,4 +168,172 @@ class ConditionEmbedding(nnx.Module):
         return c + self.label_embed(y)
 
 
-__all__ = ["ConditionEmbedding", "TimestepEmbedding", "batch_times", "sinusoidal_embedding"]
+# ------------------------------------------------------------------------------ context
+
+CONTEXT_MODES = ("film", "concat")
+
+
+def context_mode(context_shape, input_shape) -> str:
+    """ "concat" when the context has the data's spatial size (images (H, W, C'), sequences
+    (T, C') for sequence data), else "film" (vectors, or any other shape, flattened)."""
+    context_shape, input_shape = tuple(context_shape), tuple(input_shape)
+    spatial = len(input_shape) >= 2 and len(context_shape) == len(input_shape)
+    return "concat" if spatial and context_shape[:-1] == input_shape[:-1] else "film"
+
+
+def drop_context(key, context: Float[Array, "batch *C"], rate: float) -> Float[Array, "batch *C"]:
+    """Replaces each example's context by the null context (a NaN row) with probability `rate`
+    (context dropout for classifier-free guidance, like the null label)."""
+    context = jnp.asarray(context)
+    drop = jax.random.bernoulli(key, rate, context.shape[:1])
+    drop = drop.reshape(drop.shape + (1,) * (context.ndim - 1))
+    return jnp.where(drop, jnp.nan, context)
+
+
+class ContextEmbedding(nnx.Module):
+    """The one conditioning module for a per-example context of shape `context_shape`.
+
+    mode "film" (vectors; any context not of the data's spatial size is flattened): the
+    context is embedded by a two-layer MLP e = W2 act(W1 ctx) and modulates the conditioning
+    vector c of the network (time [+ s] [+ label] embedding) by FiLM, c <- c (1 + gamma(e)) +
+    beta(e) (Perez et al. 2018), the (gamma, beta) layer zero-initialised so a new model starts
+    as the unconditional one. mode "concat" (images (H, W, C') or sequences (T, C') of the
+    data's spatial size): [ctx, 1] is concatenated to x along channels at the input (SR3,
+    Saharia et al. 2022; the extra 1 marks a present context).
+
+    Null context (classifier-free guidance, Ho & Salimans 2022): `context=None` for the whole
+    batch, or a NaN row per example (`drop_context`). In "film" mode the null context is a
+    learned embedding (a parameter replacing e); in "concat" mode it is [0, 0] (context and
+    presence channel), which the network learns to read as "no context".
+    """
+
+    def __init__(
+        self,
+        context_shape: tuple[int, ...],
+        features: int,
+        *,
+        input_shape: tuple[int, ...],
+        mode: str | None = None,
+        act: Callable[[Array], Array] = jax.nn.silu,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        try:
+            context_shape = tuple(int(d) for d in context_shape)
+        except TypeError:
+            raise TypeError(
+                f"context_shape must be a tuple of ints (one example, no batch axis); got "
+                f"{context_shape!r}"
+            ) from None
+        if not context_shape or any(d < 1 for d in context_shape):
+            raise ValueError(
+                f"context_shape must be positive ints, rank >= 1 (one example, no batch axis); "
+                f"got {context_shape!r}"
+            )
+        mode = context_mode(context_shape, input_shape) if mode is None else mode
+        if mode not in CONTEXT_MODES:
+            raise ValueError(f"unknown context mode {mode!r}; valid: {CONTEXT_MODES}")
+        if mode == "concat" and context_mode(context_shape, input_shape) != "concat":
+            raise ValueError(
+                f"context mode 'concat' needs a context of the data's spatial size "
+                f"{tuple(input_shape[:-1])} + (C',); got context_shape {context_shape}"
+            )
+        self.context_shape = context_shape
+        self.mode = mode
+        self.act = act
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if mode == "film":
+            size = math.prod(context_shape)
+            self.dense0 = nnx.Linear(size, features, **kw)
+            self.dense1 = nnx.Linear(features, features, **kw)
+            self.film = nnx.Linear(
+                features, 2 * features, kernel_init=nnx.initializers.zeros_init(), **kw
+            )
+            self.null = nnx.Param(_LABEL_INIT(rngs.params(), (features,), param_dtype))
+
+    @property
+    def extra_channels(self) -> int:
+        """Channels added to x at the input ("concat" mode), 0 for "film"."""
+        return self.context_shape[-1] + 1 if self.mode == "concat" else 0
+
+    def _check(self, context, batch):
+        """(context with null rows zeroed, presence (batch,)) or (None, None) for all-null."""
+        if context is None:
+            return None, None
+        context = jnp.asarray(context)
+        if not jnp.issubdtype(context.dtype, jnp.floating):
+            raise TypeError(f"context must be floating point; got dtype {context.dtype}")
+        if context.shape != (batch, *self.context_shape):
+            raise ValueError(
+                f"context must have shape (B, *{self.context_shape}) = "
+                f"{(batch, *self.context_shape)}; got {context.shape}"
+            )
+        present = ~jnp.any(jnp.isnan(context.reshape(batch, -1)), axis=1)
+        context = jnp.where(present.reshape((batch,) + (1,) * len(self.context_shape)), context, 0)
+        return context, present
+
+    def modulate(self, c: Float[Array, "batch F"], context) -> Float[Array, "batch F"]:
+        """FiLM of the conditioning vector c by the context ("film" mode; else c)."""
+        if self.mode != "film":
+            return c
+        batch = c.shape[0]
+        context, present = self._check(context, batch)
+        null = jnp.broadcast_to(self.null[...].astype(c.dtype), c.shape)
+        if context is None:
+            e = null
+        else:
+            e = self.dense1(self.act(self.dense0(context.reshape(batch, -1).astype(c.dtype))))
+            e = jnp.where(present[:, None], e, null)
+        gamma, beta = jnp.split(self.film(self.act(e)), 2, axis=-1)
+        return c * (1 + gamma) + beta
+
+    def concat(self, x: Float[Array, "batch *D"], context) -> Float[Array, "batch *D2"]:
+        """[x, ctx, presence] along the channel axis ("concat" mode; else x)."""
+        if self.mode != "concat":
+            return x
+        batch = x.shape[0]
+        context, present = self._check(context, batch)
+        shape = x.shape[:-1]
+        if context is None:
+            extra = jnp.zeros(shape + (self.extra_channels,), x.dtype)
+        else:
+            mark = jnp.broadcast_to(
+                present.reshape((batch,) + (1,) * (x.ndim - 1)).astype(x.dtype), shape + (1,)
+            )
+            extra = jnp.concatenate([context.astype(x.dtype), mark], axis=-1)
+        return jnp.concatenate([x, extra], axis=-1)
+
+
+def make_context_embedding(context_shape, features, *, input_shape, context_mode=None, **kw):
+    """A `ContextEmbedding`, or None for an unconditional model (context_shape=None)."""
+    if context_shape is None:
+        if context_mode is not None:
+            raise ValueError("context_mode needs context_shape")
+        return None
+    return ContextEmbedding(
+        context_shape, features, input_shape=input_shape, mode=context_mode, **kw
+    )
+
+
+def no_context(context, model: str):
+    """Raises if a context is given to a model built without one."""
+    if context is not None:
+        raise ValueError(
+            f"{model}: got a context for a model built without one; build it with "
+            f"context_shape=(...) (one example's context shape)"
+        )
+
+
+__all__ = [
+    "CONTEXT_MODES",
+    "ConditionEmbedding",
+    "ContextEmbedding",
+    "TimestepEmbedding",
+    "batch_times",
+    "context_mode",
+    "drop_context",
+    "make_context_embedding",
+    "no_context",
+    "sinusoidal_embedding",
+]

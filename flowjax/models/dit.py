@@ -11,7 +11,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from flowjax._types import Batch, Key, Labels, Time
-from flowjax.models._embed import ConditionEmbedding
+from flowjax.models._embed import ConditionEmbedding, make_context_embedding, no_context
 from flowjax.models._layers import SelfAttention, check_input, check_input_shape, dropout_rngs
 
 _XAVIER = nnx.initializers.xavier_uniform()
@@ -89,9 +89,11 @@ class DiT(nnx.Module):
 
     patchify (p x p patches, linear embedding) + fixed 2D sin-cos positions -> `depth`
     adaLN-Zero blocks conditioned on c = emb(t) [+ emb(s)] [+ label] -> final adaLN + linear
-    -> unpatchify. The final layer is zero-initialised, so the output is exactly 0 at
-    initialisation. The position embedding is a constant, not a parameter (the paper's
-    parameter counts include it: PyTorch's `model.parameters()` lists the frozen buffer).
+    -> unpatchify. A context of the image's size is concatenated to x before patchifying;
+    any other context modulates c by FiLM (`ContextEmbedding`). The final layer is
+    zero-initialised, so the output is exactly 0 at initialisation. The position embedding is
+    a constant, not a parameter (the paper's parameter counts include it: PyTorch's
+    `model.parameters()` lists the frozen buffer).
     """
 
     def __init__(
@@ -109,6 +111,8 @@ class DiT(nnx.Module):
         time_scale: float = 1000.0,
         num_classes: int | None = None,
         two_times: bool = False,
+        context_shape: tuple[int, ...] | None = None,
+        context_mode: str | None = None,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -133,6 +137,16 @@ class DiT(nnx.Module):
         self.hidden_size = hidden_size
         self.out_channels = out_channels or in_ch
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.context_shape = None if context_shape is None else tuple(context_shape)
+        self.context = make_context_embedding(
+            context_shape,
+            hidden_size,
+            input_shape=self.input_shape,
+            context_mode=context_mode,
+            act=jax.nn.silu,
+            **kw,
+        )
+        in_ch = in_ch + (0 if self.context is None else self.context.extra_channels)
         # DiT's PatchEmbed is a p x p stride-p conv; a linear map of flattened patches is the
         # same function, initialised the same way (xavier on the flattened kernel).
         self.patch_embed = nnx.Linear(p * p * in_ch, hidden_size, kernel_init=_XAVIER, **kw)
@@ -165,18 +179,24 @@ class DiT(nnx.Module):
         *,
         s: Time | None = None,
         y: Labels | None = None,
+        context: Float[Array, "batch *C"] | None = None,
         key: Key | None = None,
     ) -> Float[Array, "batch height width channels"]:
         """Output (B, H, W, out_channels) in float32; `key` turns dropout on."""
         x = check_input(x, self.input_shape, "DiT", " (NHWC)")
         rngs = dropout_rngs(key)
+        c = self.cond(t, batch=x.shape[0], s=s, y=y)
+        if self.context is None:
+            no_context(context, "DiT")
+        else:
+            c = self.context.modulate(c, context)
+            x = self.context.concat(x, context)
         b, height, width, c_in = x.shape
         p, gh, gw = self.patch_size, height // self.patch_size, width // self.patch_size
 
         patches = x.reshape(b, gh, p, gw, p, c_in).transpose(0, 1, 3, 2, 4, 5)
         h = self.patch_embed(patches.reshape(b, gh * gw, p * p * c_in))
         h = h + jnp.asarray(sincos_pos_embed_2d(self.hidden_size, gh, gw), h.dtype)
-        c = self.cond(t, batch=b, s=s, y=y)
         for block in self.blocks:
             h = block(h, c, rngs)
 

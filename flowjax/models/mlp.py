@@ -1,4 +1,4 @@
-"""Time- (and label-) conditioned MLP for vector data (B, D)."""
+"""Time- (label-, context-) conditioned MLP for vector data (B, D)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from flowjax._types import Batch, Key, Labels, Time
-from flowjax.models._embed import ConditionEmbedding
+from flowjax.models._embed import ConditionEmbedding, make_context_embedding, no_context
 from flowjax.models._layers import check_input, check_input_shape, dropout_rngs, get_activation
 
 # Named sizes. "base" is the benchmark network (4 hidden layers x 256, as in the torchcfm /
@@ -25,7 +25,8 @@ class MLP(nnx.Module):
     """v(x, t[, s, y]) for x of shape (B, D).
 
     The conditioning vector c (time embedding [+ s embedding] [+ label embedding]) is
-    concatenated to x at the input. `residual=False`: `depth` hidden layers
+    concatenated to x at the input; a context (any shape, flattened) modulates c by FiLM
+    (`ContextEmbedding`). `residual=False`: `depth` hidden layers
     h <- act(W h + b). `residual=True`: a first layer then `depth - 1` pre-norm residual layers
     h <- h + act(W LN(h) + U act(c)), which also re-inject c at every layer.
     """
@@ -44,6 +45,8 @@ class MLP(nnx.Module):
         dropout: float = 0.0,
         num_classes: int | None = None,
         two_times: bool = False,
+        context_shape: tuple[int, ...] | None = None,
+        context_mode: str | None = None,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -69,6 +72,15 @@ class MLP(nnx.Module):
             time_scale=time_scale,
             **kw,
         )
+        self.context_shape = None if context_shape is None else tuple(context_shape)
+        self.context = make_context_embedding(
+            context_shape,
+            emb_dim,
+            input_shape=self.input_shape,
+            context_mode=context_mode,
+            act=self.act,
+            **kw,
+        )
         self.dense_in = nnx.Linear(dim + emb_dim, width, **kw)
         self.hidden = nnx.List([nnx.Linear(width, width, **kw) for _ in range(depth - 1)])
         if self.residual:
@@ -84,12 +96,17 @@ class MLP(nnx.Module):
         *,
         s: Time | None = None,
         y: Labels | None = None,
+        context: Float[Array, "batch *C"] | None = None,
         key: Key | None = None,
     ) -> Float[Array, "batch dim"]:
         """Output of the same shape as x, in float32; `key` turns dropout on."""
         x = check_input(x, self.input_shape, "MLP")
         rngs = dropout_rngs(key)
         c = self.cond(t, batch=x.shape[0], s=s, y=y)
+        if self.context is None:
+            no_context(context, "MLP")
+        else:
+            c = self.context.modulate(c, context)
         h = self.act(self.dense_in(jnp.concatenate([x.astype(c.dtype), c], axis=-1)))
         h = self.dropout(h, deterministic=rngs is None, rngs=rngs)
         for i, layer in enumerate(self.hidden):

@@ -9,7 +9,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from flowjax._types import Batch, Key, Labels, Time
-from flowjax.models._embed import ConditionEmbedding
+from flowjax.models._embed import ConditionEmbedding, make_context_embedding, no_context
 from flowjax.models._layers import (
     SelfAttention,
     check_input,
@@ -168,7 +168,9 @@ class UNet(nnx.Module):
     then a strided-conv downsample; middle res-attn-res; per level upward `num_res_blocks + 1`
     residual blocks on [h, skip] then a nearest+conv upsample; GroupNorm-act-conv out, with
     the output conv zero-initialised (so the network outputs exactly 0 at initialisation).
-    The conditioning vector (time [+ s] [+ label], width 4 ch) enters every residual block.
+    The conditioning vector (time [+ s] [+ label], width 4 ch) enters every residual block;
+    a context of the image's size is concatenated to x at the input, any other context
+    modulates the conditioning vector by FiLM (`ContextEmbedding`).
     """
 
     def __init__(
@@ -188,6 +190,8 @@ class UNet(nnx.Module):
         time_scale: float = 1000.0,
         num_classes: int | None = None,
         two_times: bool = False,
+        context_shape: tuple[int, ...] | None = None,
+        context_mode: str | None = None,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -236,6 +240,16 @@ class UNet(nnx.Module):
             kernel_init=_DEFAULT_INIT,
             **kw,
         )
+        self.context_shape = None if context_shape is None else tuple(context_shape)
+        self.context = make_context_embedding(
+            context_shape,
+            emb_dim,
+            input_shape=self.input_shape,
+            context_mode=context_mode,
+            act=act,
+            **kw,
+        )
+        extra = 0 if self.context is None else self.context.extra_channels
         block_kw = dict(
             num_groups=num_groups, dropout=dropout, scale_shift=scale_shift, act=act, **kw
         )
@@ -248,7 +262,7 @@ class UNet(nnx.Module):
             )
             return Stage(ResBlock(cin, cout, emb_dim, **block_kw), attn)
 
-        self.conv_in = nnx.Conv(in_ch, ch, (3, 3), kernel_init=_DEFAULT_INIT, **kw)
+        self.conv_in = nnx.Conv(in_ch + extra, ch, (3, 3), kernel_init=_DEFAULT_INIT, **kw)
         skip_chs, cur = [ch], ch
         down, downsample = [], []
         for level, mult in enumerate(ch_mult):
@@ -287,12 +301,18 @@ class UNet(nnx.Module):
         *,
         s: Time | None = None,
         y: Labels | None = None,
+        context: Float[Array, "batch *C"] | None = None,
         key: Key | None = None,
     ) -> Float[Array, "batch height width channels"]:
         """Output (B, H, W, out_channels) in float32; `key` turns dropout on."""
         x = check_input(x, self.input_shape, "UNet", " (NHWC)")
         rngs = dropout_rngs(key)
         emb = self.cond(t, batch=x.shape[0], s=s, y=y)
+        if self.context is None:
+            no_context(context, "UNet")
+        else:
+            emb = self.context.modulate(emb, context)
+            x = self.context.concat(x, context)
 
         h = self.conv_in(x)
         hs = [h]
