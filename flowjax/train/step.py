@@ -134,7 +134,7 @@ def make_update(
         new = state.replace(params=params, ema=ema, opt_state=opt_state)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": jnp.asarray(schedule(applied_step(state.opt_state, state.step)), jnp.float32),
             "finite": finite.astype(jnp.float32),
             **aux,
