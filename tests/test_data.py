@@ -295,7 +295,7 @@ def test_specs_and_reference_samples():
     assert fd.spec("cifar10").shape == (32, 32, 3) and fd.spec("cifar10").num_classes == 10
     assert fd.spec("checkerboard").kind == "points" and fd.spec("checkerboard").num_classes is None
     assert fd.spec("celeb_a").shape == (64, 64, 3)
-    assert {s.kind for s in fd.DATASETS.values()} == {"points", "images"}
+    assert {"points", "images"} <= {s.kind for s in fd.DATASETS.values()}
     with pytest.raises(ValueError, match="valid"):
         fd.spec("imagenet")
     ref = fd.reference_samples("checkerboard", 1000, seed=0)

@@ -6,7 +6,9 @@
 >>> state = it.get_state()  # JSON-serialisable; it.set_state(state) resumes exactly
 """
 
+from flowjax.data._gmm import CONTEXT_MIXTURES as CONTEXT_MIXTURES
 from flowjax.data._gmm import GMM_PRESETS as GMM_PRESETS
+from flowjax.data._gmm import ContextMixture as ContextMixture
 from flowjax.data._gmm import MixtureParams as MixtureParams
 from flowjax.data._gmm import gmm_params as gmm_params
 from flowjax.data._gmm import sample_mixture as sample_mixture
@@ -42,6 +44,8 @@ from flowjax.data._toys import TOYS as TOYS
 from flowjax.data._toys import sample_toy as sample_toy
 
 __all__ = [
+    "CONTEXT_MIXTURES",
+    "ContextMixture",
     "BENCHMARKS",
     "SERIES",
     "SeriesDataset",

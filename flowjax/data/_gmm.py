@@ -120,6 +120,65 @@ GMM_PRESETS: dict[str, MixtureParams] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextMixture:
+    """A context-indexed 2D mixture: given c in [-1, 1], p(x | c) = sum_k w_k N(mu_k(c), s_k^2 I)
+    with mu_k(c) = radius (cos, sin)(theta_k + rotation c): the mixture turns with the context.
+
+    Unequal weights and stds break the rotational symmetry, so each context has a distinct
+    mixture. Records draw c ~ U[-1, 1] (context shape (1,)), then x | c.
+    """
+
+    radius: float = 2.5
+    angles: tuple[float, ...] = (0.0, 2 * np.pi / 3, 4 * np.pi / 3)
+    rotation: float = np.pi / 3
+    stds: tuple[float, ...] = (0.3, 0.5, 0.4)
+    weights: tuple[float, ...] = (0.5, 0.3, 0.2)
+
+    context_shape = (1,)
+    dim = 2
+
+    @property
+    def num_components(self) -> int:
+        return len(self.angles)
+
+    def means(self, c, xp=np):
+        """(K, 2) component means for one context c of shape (1,) (xp: numpy or jax.numpy)."""
+        theta = xp.asarray(self.angles) + self.rotation * c[0]
+        return self.radius * xp.stack([xp.cos(theta), xp.sin(theta)], axis=1)
+
+    def params(self, c) -> MixtureParams:
+        """The mixture of one context (numpy)."""
+        c = np.asarray(c, np.float64).reshape(1)
+        return MixtureParams(self.means(c), np.asarray(self.stds), np.asarray(self.weights))
+
+    def from_uniform(self, u):
+        """uniforms (n, 4) -> (x (n, 2), component (n,), {"context": (n, 1) float32})."""
+        c = 2.0 * u[:, :1] - 1.0
+        cdf = np.cumsum(self.weights)
+        comp = np.minimum(np.searchsorted(cdf, u[:, 1] * cdf[-1], side="right"), len(cdf) - 1)
+        theta = np.asarray(self.angles)[comp] + self.rotation * c[:, 0]
+        means = self.radius * np.stack([np.cos(theta), np.sin(theta)], axis=1)
+        x = means + np.asarray(self.stds)[comp, None] * ndtri(u[:, 2:4])
+        return x, comp, {"context": c.astype(np.float32)}
+
+    def oracle(self):
+        """The exact `fj.analytic.ConditionalGaussianMixture` of this dataset."""
+        import jax.numpy as jnp
+
+        from flowjax.analytic import ConditionalGaussianMixture, GaussianMixture
+
+        stds, weights = np.asarray(self.stds), np.asarray(self.weights)
+
+        def make(c):
+            return GaussianMixture(self.means(c, jnp), jnp.asarray(stds), jnp.asarray(weights))
+
+        return ConditionalGaussianMixture(make, self.context_shape)
+
+
+CONTEXT_MIXTURES: dict[str, ContextMixture] = {"context_gmm": ContextMixture()}
+
+
 def gmm_params(name: str = "gmm") -> MixtureParams:
     """The named mixture preset ("gmm" or "8gaussians")."""
     if name not in GMM_PRESETS:

@@ -29,6 +29,13 @@ def validate_batch(name: str, batch: dict, shape: tuple[int, ...], num_classes: 
     expected = (labels.shape[0], *shape)
     if x.shape != expected:
         raise ValueError(f"dataset {name!r}: expected x1 of shape {expected}, got {x.shape}")
+    # Further keys ("context", "x0", ...) are per example, like labels: same leading size.
+    for key, value in batch.items():
+        if np.ndim(value) < 1 or np.shape(value)[0] != labels.shape[0]:
+            raise ValueError(
+                f"dataset {name!r}: batch key {key!r} must have leading size {labels.shape[0]}, "
+                f"got shape {np.shape(value)}"
+            )
     finite = np.isfinite(x)
     if not finite.all():
         where = tuple(int(i) for i in np.argwhere(~finite)[0])
@@ -66,7 +73,7 @@ class _LocalBatches:
         stop = start + self._local
         extra = {}  # further batch keys of a source whose read returns (x, label, extra)
         if isinstance(self._source, SyntheticSource):
-            x, labels = self._source.read_range(start, stop)
+            x, labels, extra = self._source.read_range_extra(start, stop)
         else:
             n = len(self._source)
             first, last = start // n, (stop - 1) // n
@@ -80,7 +87,8 @@ class _LocalBatches:
 
 
 class DataIterator:
-    """Iterator over local batches {"x1": float32 (L, *shape), "label": int32 (L,)}.
+    """Iterator over local batches {"x1": float32 (L, *shape), "label": int32 (L,)} plus the
+    source's further per-example keys (e.g. "context" float32 (L, *C), "x0" for data pairs).
 
     `get_state()` is a JSON-serialisable dict (the step plus what identifies the stream);
     `set_state(state)` resumes exactly, and refuses a state saved for another stream.

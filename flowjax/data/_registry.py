@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from jaxtyping import Float
 
-from flowjax.data import _manifold, _sources, _timeseries, _tokens
+from flowjax.data import _manifold, _sources, _timeseries, _tokens, _toys
 from flowjax.data._gmm import GMM_PRESETS, MixtureParams
 from flowjax.data._toys import TOYS
 
@@ -231,6 +231,7 @@ DATASETS |= {
 
 DATASETS |= _tokens.specs(DatasetSpec)  # int token datasets (kind "tokens")
 DATASETS |= _manifold.specs(DatasetSpec)  # points on S^2 / T^2 (kind "manifold")
+DATASETS |= _toys.specs(DatasetSpec)  # data -> data pairs ("x0"), context-indexed mixture
 
 def spec(name: str) -> DatasetSpec:
     """The registered spec of `name`; ValueError listing the valid names otherwise."""

@@ -2,7 +2,9 @@
 
 Two kinds:
   * `SyntheticSource`: an infinite i.i.d. stream; `read_range(start, stop)` returns records
-    start..stop-1, each a pure function of (seed, split, index) (counter-based RNG).
+    start..stop-1, each a pure function of (seed, split, index) (counter-based RNG);
+    `read_range_extra` also returns the further batch keys ("context", "x0") of streams whose
+    `fn` gives them.
   * finite random-access sources (`ArraySource`, `TfdsSource`): `len(src)` records and
     `read(indices)`; the pipeline shuffles them per epoch.
 Both return (x float32 (n, *shape), label int32 (n,)).
@@ -28,8 +30,13 @@ class SyntheticSource:
         self._key = stream_key(seed, split)
 
     def read_range(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        x, label = self._fn(counter_uniforms(self._key, start, stop, self._k))
-        return x.astype(np.float32), label.astype(np.int32)
+        return self.read_range_extra(start, stop)[:2]
+
+    def read_range_extra(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(x, label, extra): extra holds further per-record arrays (e.g. "context")."""
+        x, label, *more = self._fn(counter_uniforms(self._key, start, stop, self._k))
+        extra = {k: np.asarray(v) for k, v in (more[0] if more else {}).items()}
+        return x.astype(np.float32), label.astype(np.int32), extra
 
 
 def mixture_source(name: str, params: MixtureParams, *, seed: int, split: str) -> SyntheticSource:

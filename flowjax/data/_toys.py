@@ -104,6 +104,57 @@ TOYS: dict[str, Toy] = {
 }
 
 
+def eight_gaussians_to_moons(u: Uniforms):
+    """Data -> data pairs (torchcfm's 8gaussians -> moons): x1 from moons (u[:, :4]) and an
+    independent x0 from 8gaussians (u[:, 4:7]), returned as the batch key "x0"."""
+    x1, label = moons(u[:, :4])
+    x0, _ = eight_gaussians(u[:, 4:7])
+    return x1, label, {"x0": x0.astype(np.float32)}
+
+
+# Datasets whose records carry more than (x1, label): data -> data pairs ("x0") and the
+# context-indexed mixture ("context"). Registered by `specs` (one line in _registry.py).
+PAIRS: dict[str, Toy] = {"8gaussians_to_moons": Toy(eight_gaussians_to_moons, 7, 2)}
+
+
+def specs(spec_cls) -> dict:
+    """DatasetSpecs of the pair and context datasets, built with the registry's class."""
+    import functools
+
+    from flowjax.data._gmm import CONTEXT_MIXTURES
+    from flowjax.data._sources import SyntheticSource
+
+    def open_stream(name, fn, k, split, seed, data_dir, **kwargs):
+        del data_dir
+        if kwargs:
+            raise ValueError(f"dataset {name!r} takes no source options; got {sorted(kwargs)}")
+        return SyntheticSource(name, fn, k, (2,), seed=seed, split=split)
+
+    out = {}
+    for name, toy in PAIRS.items():
+        out[name] = spec_cls(
+            name,
+            (2,),
+            None,
+            "points",
+            functools.partial(open_stream, name, toy.fn, toy.num_uniforms),
+            num_modes=toy.num_modes,
+            description="moons as x1 with independent 8gaussians as 'x0' (data -> data pairs)",
+        )
+    for name, mix in CONTEXT_MIXTURES.items():
+        out[name] = spec_cls(
+            name,
+            (2,),
+            None,
+            "points",
+            functools.partial(open_stream, name, mix.from_uniform, 4),
+            num_modes=mix.num_components,
+            description="3-component 2D mixture rotated by a context c ~ U[-1, 1] ('context', "
+            "shape (1,)); exact p(x | c) from fj.data.CONTEXT_MIXTURES[name].oracle()",
+        )
+    return out
+
+
 def sample_toy(
     name: str, n: int, rng: np.random.Generator | int
 ) -> tuple[Float[np.ndarray, "n 2"], Int[np.ndarray, " n"]]:
