@@ -54,6 +54,7 @@ def test_default_config_validates_and_has_every_section():
         "mesh",
         "eval",
         "distributed",
+        "source",
     }
 
 
@@ -102,6 +103,7 @@ def _registries():
         "objective.path": paths.PATHS,
         "objective.coupling": couplings.COUPLINGS,
         "objective.time_dist": objectives.TIME_DISTS,
+        "source.name": fj.sources.SOURCES,
         "eval.solver": sampling.SOLVERS,
         "optim.schedule": ("constant", "cosine"),
         "train.on_nonfinite": ("skip", "stop"),

@@ -6,6 +6,7 @@ average velocity `ode_average_velocity` serves as the "exact two-time network" o
 objectives (checked against `gmm.flow_map` below).
 """
 
+import dataclasses
 import importlib
 import inspect
 
@@ -140,8 +141,9 @@ def test_exact_mixture_map_semigroup(x64):
 
 
 def _objective(name):
-    module, _, attr = fm.FLOWMAP_OBJECTIVES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    """The module-level `loss(params, key, batch, *, model, path, **hyperparameters)`."""
+    module, _, _ = fm.FLOWMAP_OBJECTIVES[name].partition(":")
+    return importlib.import_module(module).loss
 
 
 # case -> (objective, keyword arguments besides model and path) with the exact field as teacher.
@@ -264,11 +266,14 @@ def test_objectives_registry_and_signatures():
         "consistency_training",
     }
     for name in fm.FLOWMAP_OBJECTIVES:
-        fn = _objective(name)
-        params = inspect.signature(fn).parameters
-        assert list(params)[:3] == ["params", "key", "batch"], name
-        for kw in ("model", "path"):
-            assert params[kw].kind is inspect.Parameter.KEYWORD_ONLY, (name, kw)
+        for fn in (_objective(name), fj.objectives.get_objective(name).__call__):
+            params = inspect.signature(fn).parameters
+            names = [p for p in params if p != "self"]
+            assert names[:3] == ["params", "key", "batch"], name
+            assert params["model"].kind is inspect.Parameter.KEYWORD_ONLY, name
+        cls = fj.objectives.get_objective(name)
+        assert issubclass(cls, fj.objectives.AbstractObjective), name
+        assert {"path", "model", "source"} <= {f.name for f in dataclasses.fields(cls)}, name
 
 
 def test_bad_arguments_raise_early():
@@ -292,7 +297,7 @@ def test_bad_arguments_raise_early():
     with pytest.raises(ValueError, match="'x1'"):
         fm.shortcut.loss(params, key, {"x": batch["x1"]}, model=apply_fn, path=PATH)
     with pytest.raises(ValueError, match="distance"):
-        fm.consistency_training.validate_kwargs(distance="l1")
+        fm.ConsistencyTraining(path=PATH, distance="l1")
     X = fm.as_callable(apply_fn, params)
     with pytest.raises(ValueError, match="num_steps"):
         fm.sample(X, batch["x1"], num_steps=0)

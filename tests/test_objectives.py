@@ -438,9 +438,12 @@ def _label_probe():
     return model, seen
 
 
+_LOSSES = {"flow_matching": flow_matching.loss, "diffusion": diffusion.loss}
+
+
 @pytest.mark.parametrize("name", ["flow_matching", "diffusion"])
 def test_label_dropout(name):
-    loss = get_objective(name)
+    loss = _LOSSES[name]
     model, seen = _label_probe()
     b = _batch(2000)
     path = fj.paths.CondOT()
@@ -466,7 +469,7 @@ def test_label_dropout(name):
 
 @pytest.mark.parametrize("name", ["flow_matching", "diffusion"])
 def test_bad_inputs_raise(name):
-    loss = get_objective(name)
+    loss = _LOSSES[name]
     model, _ = _label_probe()
     path, b = fj.paths.CondOT(), _batch(16)
     call = functools.partial(loss, None, jax.random.key(0), model=model, path=path)
@@ -503,19 +506,20 @@ def test_bad_inputs_raise(name):
 
 
 def test_diffusion_bad_config():
+    path = fj.paths.VP()
     with pytest.raises(ValueError, match="valid targets"):
-        make_objective("diffusion", target="score")
+        make_objective("diffusion", path=path, target="score")
     with pytest.raises(ValueError, match="valid weightings"):
-        make_objective("diffusion", weighting="p2")
+        make_objective("diffusion", path=path, weighting="p2")
     with pytest.raises(TypeError, match="weighting"):
-        make_objective("diffusion", weighting=3)
+        make_objective("diffusion", path=path, weighting=3)
     with pytest.raises(ValueError, match="valid couplings"):
-        make_objective("flow_matching", coupling="ot")
+        make_objective("flow_matching", path=path, coupling="ot")
 
 
 def test_registry():
-    assert get_objective("flow_matching") is flow_matching.loss
-    assert get_objective("diffusion") is diffusion.loss
+    assert get_objective("flow_matching") is flow_matching.FlowMatching
+    assert get_objective("diffusion") is diffusion.Diffusion
     with pytest.raises(ValueError, match="diffusion.*flow_matching"):
         get_objective("consistency")
     with pytest.raises(TypeError, match="valid keywords"):
@@ -527,7 +531,7 @@ def test_registry():
         target="v",
         weighting="min_snr",
     )
-    assert obj.keywords["target"] == "v"
+    assert obj.target == "velocity"  # the alias, resolved once at construction
     value, aux = jax.jit(obj)(2.0, jax.random.key(0), {"x1": _batch(64)["x1"]})
     assert value.shape == () and np.isfinite(float(value)) and aux["loss"] == value
     assert aux["per_example_loss"].shape == (64,)

@@ -5,9 +5,11 @@ jump samplers and look-ahead guidance.
     x1 = fj.flowmaps.sample(X, x0, num_steps=2)          # jumps 0 -> 1/2 -> 1
 
 The network is called `apply_fn(params, x, t, s=s)`: destination time t positional, start
-time s keyword (see `_map.py`). Objectives share the signature
-`loss(params, key, batch, *, model, path, ...) -> (scalar, aux)`, `model` being the two-time
-apply function; `FLOWMAP_OBJECTIVES` names them for the global objectives registry.
+time s keyword (see `_map.py`). Objectives are `fj.objectives.AbstractObjective` modules
+(`LMD(path=..., teacher=...)`, ...) called as `objective(params, key, batch, *, model=None)
+-> (scalar, aux)`, `model` being the two-time apply function; each module keeps a
+`loss(params, key, batch, *, model, path, **hyperparameters)` shorthand.
+`FLOWMAP_OBJECTIVES` names them for the global objectives registry.
 """
 
 from flowjax.flowmaps import consistency_distill as consistency_distill
@@ -36,22 +38,37 @@ from flowjax.flowmaps._ode import ode_average_velocity as ode_average_velocity
 from flowjax.flowmaps._ode import ode_flow_map as ode_flow_map
 from flowjax.flowmaps._sample import sample as sample
 from flowjax.flowmaps._sample import sample_stochastic as sample_stochastic
+from flowjax.flowmaps.consistency_distill import ConsistencyDistillation as ConsistencyDistillation
+from flowjax.flowmaps.consistency_training import ConsistencyTraining as ConsistencyTraining
+from flowjax.flowmaps.emd import EMD as EMD
+from flowjax.flowmaps.lmd import LMD as LMD
+from flowjax.flowmaps.lsd import LSD as LSD
+from flowjax.flowmaps.meanflow import MeanFlow as MeanFlow
+from flowjax.flowmaps.progressive import Progressive as Progressive
+from flowjax.flowmaps.shortcut import Shortcut as Shortcut
 from flowjax.objectives import OBJECTIVES as _OBJECTIVES
 
-# name -> "module:function", for `flowjax.objectives.OBJECTIVES`.
-# The flow-map entries of the global objectives registry (one source of truth there).
+# name -> "module:Class": the flow-map entries of the global objectives registry (one source of truth there).
 FLOWMAP_OBJECTIVES: dict[str, str] = {
     name: target for name, target in _OBJECTIVES.items() if target.startswith("flowjax.flowmaps.")
 }
 
 __all__ = [
+    "EMD",
     "FLOWMAP_OBJECTIVES",
+    "LMD",
     "LOOKAHEADS",
+    "LSD",
     "RESAMPLERS",
     "SOLVERS",
     "BoundFlowMap",
+    "ConsistencyDistillation",
+    "ConsistencyTraining",
     "FlowMap",
+    "MeanFlow",
     "ODEFlowMap",
+    "Progressive",
+    "Shortcut",
     "as_callable",
     "best_of_n",
     "consistency_distill",

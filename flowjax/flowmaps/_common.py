@@ -8,14 +8,21 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-# Batch and path checks are the same for every objective; the flow-map ones reuse them.
+# Batch, path, source and context handling are the same for every objective.
+from flowjax.objectives._common import AbstractObjective as AbstractObjective
+from flowjax.objectives._common import bound_model as bound_model
 from flowjax.objectives._common import check_batch as check_batch
+from flowjax.objectives._common import check_context as check_context
 from flowjax.objectives._common import check_path as check_path
+from flowjax.objectives._common import check_source as check_source
+from flowjax.objectives._common import default_source as default_source
+from flowjax.objectives._common import draw_x0 as draw_x0
+from flowjax.objectives._common import with_context
 from flowjax.objectives.timesteps import resolve_time_dist
 
 
 def check_model(model, objective: str) -> None:
-    if not callable(model):
+    if model is not None and not callable(model):
         raise TypeError(
             f"{objective}: model must be a two-time apply function "
             f"model(params, x, t, *, s=None, y=None, key=None), got {model!r}"
@@ -62,13 +69,32 @@ def check_time_dist(time_dist, objective: str):
         raise type(err)(f"{objective}: {err}") from None
 
 
-def with_labels(fn: Callable, labels) -> Callable:
-    """fn itself, or fn with `y=labels` bound when the batch carries labels."""
-    return fn if labels is None else functools.partial(fn, y=labels)
+def check_common(objective, name: str) -> None:
+    """The checks every flow-map objective shares: path, model (if bound), source."""
+    check_path(objective.path, name)
+    check_model(objective.model, name)
+    check_source(objective.source, name)
+
+
+def conditions(labels, context) -> dict:
+    """Keyword arguments carrying the batch's labels (y=) and context (context=), if any."""
+    return ({} if labels is None else {"y": labels}) | with_context(context)
+
+
+def with_labels(fn: Callable, labels, context=None) -> Callable:
+    """fn itself, or fn with the batch's labels (`y=`) and context bound."""
+    kwargs = conditions(labels, context)
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def take(labels, sl):
     return None if labels is None else labels[sl]
+
+
+def read_batch(batch, name: str):
+    """(x1, labels or None, context or None) of a checked batch."""
+    x1, labels = check_batch(batch, name)
+    return x1, labels, check_context(batch, x1, name)
 
 
 def sample_pairs(key, n: int, *, dtype, time_dist, path, ordered: bool = True):
@@ -116,37 +142,32 @@ def masked_mean(values, count: int):
 DIRECTIONS = ("forward", "both")
 
 
-def check_map_distillation_kwargs(kwargs: dict, objective: str) -> None:
-    """The early checks of LMD and EMD: model, path, teacher, time_dist, directions."""
-    if "model" in kwargs:
-        check_model(kwargs["model"], objective)
-    if "path" in kwargs:
-        check_path(kwargs["path"], objective)
-    if "teacher" in kwargs:
-        check_teacher(kwargs["teacher"], objective)
-    if "time_dist" in kwargs:
-        check_time_dist(kwargs["time_dist"], objective)
-    if "directions" in kwargs:
-        check_choice(kwargs["directions"], "directions", DIRECTIONS, objective)
+def check_map_distillation(objective, name: str) -> None:
+    """The construction checks of LMD and EMD: path, model, source, teacher, directions."""
+    check_common(objective, name)
+    check_teacher(objective.teacher, name)
+    check_choice(objective.directions, "directions", DIRECTIONS, name)
 
 
-def map_distillation_points(key, batch: dict, *, path, teacher, time_dist, directions, objective):
-    """The draw of LMD and EMD (Boffi et al. 2024): x0 ~ N(0, I), times s, t from `time_dist`
+def map_distillation_points(objective, key, batch: dict, name: str):
+    """The draw of LMD and EMD (Boffi et al. 2024): x0 ~ source, times s, t from `time_dist`
     (sorted to s <= t when directions == "forward") and the path point x_s.
 
-    Returns (x_s, s, t, labels, the teacher with the labels bound, key for the model).
+    Returns (x_s, s, t, the batch's conditions (y=, context=), the teacher with them bound,
+    key for the model).
     """
-    time_dist = check_time_dist(time_dist, objective)
-    x1, labels = check_batch(batch, objective)
+    path = objective.path
+    x1, labels, context = read_batch(batch, name)
     k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
+    x0 = draw_x0(objective.source, k_x0, x1, context, name)
     s, t = sample_pairs(
         k_t,
         x1.shape[0],
         dtype=x1.dtype,
-        time_dist=time_dist,
+        time_dist=objective.time_dist,
         path=path,
-        ordered=directions == "forward",
+        ordered=objective.directions == "forward",
     )
     x_s = path.interpolate(x0, x1, s)
-    return x_s, s, t, labels, with_labels(teacher, labels), k_model
+    conds = conditions(labels, context)
+    return x_s, s, t, conds, with_labels(objective.teacher, labels, context), k_model

@@ -13,17 +13,12 @@ import jax.numpy as jnp
 from flowjax.flowmaps import _common
 
 
-def validate(kwargs, objective: str) -> None:
-    if "model" in kwargs:
-        _common.check_model(kwargs["model"], objective)
-    if "path" in kwargs:
-        _common.check_path(kwargs["path"], objective)
-    if "num_steps" in kwargs:
-        _common.check_positive(kwargs["num_steps"], "num_steps", objective, integer=True)
-    if "distance" in kwargs:
-        _common.check_choice(kwargs["distance"], "distance", _common.DISTANCES, objective)
-    if "huber_c" in kwargs:
-        _common.check_positive(kwargs["huber_c"], "huber_c", objective)
+def check(objective, name: str) -> None:
+    """The construction checks CD and CT share: path, model, source, grid, distance."""
+    _common.check_common(objective, name)
+    _common.check_positive(objective.num_steps, "num_steps", name, integer=True)
+    _common.check_choice(objective.distance, "distance", _common.DISTANCES, name)
+    _common.check_positive(objective.huber_c, "huber_c", name)
 
 
 def grid_times(key, n: int, num_steps: int, dtype):
@@ -34,7 +29,7 @@ def grid_times(key, n: int, num_steps: int, dtype):
 
 
 def loss_from_points(
-    X, params, target_params, x_t, t, x_next, t_next, labels, key, distance, huber_c
+    X, params, target_params, x_t, t, x_next, t_next, conds, key, distance, huber_c
 ):
     """d(X_theta(x_t, t, 1), sg X_theta-(x_next, t_next, 1)) per example, and its mean.
 
@@ -42,9 +37,9 @@ def loss_from_points(
     (EMA decay 0, the choice of Song & Dhariwal 2023, iCT).
     """
     one = jnp.ones_like(t)
-    pred = X(params, x_t, t, one, y=labels, key=key)
+    pred = X(params, x_t, t, one, key=key, **conds)
     theta_minus = jax.lax.stop_gradient(params if target_params is None else target_params)
-    target = jax.lax.stop_gradient(X(theta_minus, x_next, t_next, one, y=labels))
+    target = jax.lax.stop_gradient(X(theta_minus, x_next, t_next, one, **conds))
     per_example = _common.distance(pred - target, distance, huber_c)
     value = jnp.mean(per_example)
     return value, per_example

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from flowjax._types import Time, expand_time
+from flowjax.objectives._common import with_context
 
 __all__ = [
     "FlowMap",
@@ -64,11 +65,11 @@ class FlowMap(eqx.Module):
             )
 
     def average_velocity(
-        self, params, x: Float[Array, " B *D"], s: Time, t: Time, *, y=None, key=None
+        self, params, x: Float[Array, " B *D"], s: Time, t: Time, *, y=None, key=None, context=None
     ) -> Float[Array, " B *D"]:
         """u(x, s, t): the average velocity over [s, t] (s, t scalars or (B,))."""
         x = jnp.asarray(x)
-        u = self.apply_fn(params, x, t, s=s, y=y, key=key)
+        u = self.apply_fn(params, x, t, s=s, y=y, key=key, **with_context(context))
         if getattr(u, "shape", None) != x.shape:
             raise ValueError(
                 f"FlowMap: the network must return an array of x's shape {x.shape}, "
@@ -77,21 +78,22 @@ class FlowMap(eqx.Module):
         return u
 
     def __call__(
-        self, params, x: Float[Array, " B *D"], s: Time, t: Time, *, y=None, key=None
+        self, params, x: Float[Array, " B *D"], s: Time, t: Time, *, y=None, key=None, context=None
     ) -> Float[Array, " B *D"]:
         """X(x, s, t); exactly x when s == t."""
         x = jnp.asarray(x)
-        return x + _gap(s, t, x) * self.average_velocity(params, x, s, t, y=y, key=key)
+        u = self.average_velocity(params, x, s, t, y=y, key=key, context=context)
+        return x + _gap(s, t, x) * u
 
     def velocity(
-        self, params, x: Float[Array, " B *D"], t: Time, *, y=None, key=None
+        self, params, x: Float[Array, " B *D"], t: Time, *, y=None, key=None, context=None
     ) -> Float[Array, " B *D"]:
         """The instantaneous velocity v(x, t) = u(x, t, t) = d/dt' X(x, t, t') at t' = t."""
-        return self.average_velocity(params, x, t, t, y=y, key=key)
+        return self.average_velocity(params, x, t, t, y=y, key=key, context=context)
 
-    def bind(self, params, *, y=None) -> BoundFlowMap:
-        """The flow map with parameters (and labels) fixed: a callable X(x, s, t)."""
-        return BoundFlowMap(self, params, y)
+    def bind(self, params, *, y=None, context=None) -> BoundFlowMap:
+        """The flow map with parameters (labels, context) fixed: a callable X(x, s, t)."""
+        return BoundFlowMap(self, params, y, context)
 
 
 class BoundFlowMap(eqx.Module):
@@ -104,15 +106,16 @@ class BoundFlowMap(eqx.Module):
     flow_map: FlowMap
     params: Any
     y: Any = None
+    context: Any = None
 
     def __call__(self, x: Float[Array, " B *D"], s: Time, t: Time) -> Float[Array, " B *D"]:
-        return self.flow_map(self.params, x, s, t, y=self.y)
+        return self.flow_map(self.params, x, s, t, y=self.y, context=self.context)
 
     def velocity(self, x: Float[Array, " B *D"], t: Time) -> Float[Array, " B *D"]:
-        return self.flow_map.velocity(self.params, x, t, y=self.y)
+        return self.flow_map.velocity(self.params, x, t, y=self.y, context=self.context)
 
     def average_velocity(self, x, s: Time, t: Time):
-        return self.flow_map.average_velocity(self.params, x, s, t, y=self.y)
+        return self.flow_map.average_velocity(self.params, x, s, t, y=self.y, context=self.context)
 
 
 def flow_map_apply(apply_fn: Callable) -> FlowMap:
@@ -120,7 +123,7 @@ def flow_map_apply(apply_fn: Callable) -> FlowMap:
     return FlowMap(apply_fn)
 
 
-def as_callable(apply_fn: Callable, params, *, y=None) -> BoundFlowMap:
+def as_callable(apply_fn: Callable, params, *, y=None, context=None) -> BoundFlowMap:
     """X(x, s, t) for the samplers, from a two-time apply function and its parameters.
 
     Args:
@@ -128,8 +131,9 @@ def as_callable(apply_fn: Callable, params, *, y=None) -> BoundFlowMap:
         `fj.models.functional(MLP(..., two_times=True))`).
       params: its parameters.
       y: optional labels (scalar or (B,)) passed to every call.
+      context: optional context (B, *C) passed to every call.
     """
-    return FlowMap(apply_fn).bind(params, y=y)
+    return FlowMap(apply_fn).bind(params, y=y, context=context)
 
 
 def velocity_of(X: Callable) -> Callable:

@@ -16,7 +16,9 @@ c = 0.00054 sqrt(D) because our squared norm is divided by D).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -24,77 +26,80 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from flowjax.flowmaps import _common, _consistency
 from flowjax.flowmaps._map import FlowMap
 from flowjax.flowmaps._ode import check_solver, ode_flow_map
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "validate_kwargs"]
+__all__ = ["ConsistencyDistillation", "loss"]
 
 _NAME = "consistency_distill"
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    _consistency.validate(kwargs, _NAME)
-    if "teacher" in kwargs:
-        _common.check_teacher(kwargs["teacher"], _NAME)
-    if "solver" in kwargs or "solver_steps" in kwargs:
-        check_solver(
-            kwargs.get("solver", "heun"), kwargs.get("solver_steps", 1), _NAME, "solver_steps"
-        )
-
-
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    teacher: Callable,
-    num_steps: int = 18,
-    solver: str = "heun",
-    solver_steps: int = 1,
-    target_params=None,
-    distance: str = "l2",
-    huber_c: float = 0.00054,
-) -> tuple[Float[Array, ""], dict]:
+class ConsistencyDistillation(_common.AbstractObjective):
     """Consistency distillation loss (Song et al. 2023, Algorithm 2) for a flow map.
 
-    Args:
-      params: parameters of `model`.
-      key: PRNG key (noise, grid index, model dropout).
-      batch: {"x1": (B, *D), "label": (B,) optional; labels go to model and teacher as y=}.
-      model: two-time apply function model(params, x, t, *, s=None, y=None, key=None).
+    Attributes:
       path: the affine path of the teacher.
       teacher: velocity field teacher(x, t).
+      model: two-time apply function (None: pass it at call time).
       num_steps: N, the grid size (dt = 1 / N).
       solver: the teacher's ODE step ("euler", "midpoint", "heun", "rk4").
       solver_steps: sub-steps of `solver` within [t, t + dt].
       target_params: parameters of the target network (EMA); None: stop-gradient of params.
       distance: "l2" or "pseudo_huber".
       huber_c: pseudo-Huber constant.
+      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "t_mean", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "t_mean",
+    "per_example_loss" (B,)}.
     """
-    validate_kwargs(
-        model=model,
-        path=path,
-        teacher=teacher,
-        num_steps=num_steps,
-        solver=solver,
-        solver_steps=solver_steps,
-        distance=distance,
-        huber_c=huber_c,
-    )
-    x1, labels = _common.check_batch(batch, _NAME)
-    X = FlowMap(model)
-    step = ode_flow_map(_common.with_labels(teacher, labels), solver=solver, num_steps=solver_steps)
 
-    k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    t, t_next = _consistency.grid_times(k_t, x1.shape[0], num_steps, x1.dtype)
-    x_t = path.interpolate(x0, x1, t)
-    x_next = jax.lax.stop_gradient(step(x_t, t, t_next))
-    value, per_example = _consistency.loss_from_points(
-        X, params, target_params, x_t, t, x_next, t_next, labels, k_model, distance, huber_c
-    )
-    return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+    path: AffinePath
+    teacher: Callable
+    model: Callable | None = eqx.field(static=True, default=None)
+    num_steps: int = eqx.field(static=True, default=18)
+    solver: str = eqx.field(static=True, default="heun")
+    solver_steps: int = eqx.field(static=True, default=1)
+    target_params: Any = None
+    distance: str = eqx.field(static=True, default="l2")
+    huber_c: float = eqx.field(static=True, default=0.00054)
+    source: Any = eqx.field(default_factory=_common.default_source)
+
+    def __check_init__(self):
+        _consistency.check(self, _NAME)
+        _common.check_teacher(self.teacher, _NAME)
+        check_solver(self.solver, self.solver_steps, _NAME, "solver_steps")
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        X = FlowMap(_common.bound_model(self.model, model, _NAME))
+        x1, labels, context = _common.read_batch(batch, _NAME)
+        step = ode_flow_map(
+            _common.with_labels(self.teacher, labels, context),
+            solver=self.solver,
+            num_steps=self.solver_steps,
+        )
+
+        k_x0, k_t, k_model = jax.random.split(key, 3)
+        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
+        t, t_next = _consistency.grid_times(k_t, x1.shape[0], self.num_steps, x1.dtype)
+        x_t = self.path.interpolate(x0, x1, t)
+        x_next = jax.lax.stop_gradient(step(x_t, t, t_next))
+        value, per_example = _consistency.loss_from_points(
+            X,
+            params,
+            self.target_params,
+            x_t,
+            t,
+            x_next,
+            t_next,
+            _common.conditions(labels, context),
+            k_model,
+            self.distance,
+            self.huber_c,
+        )
+        return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`ConsistencyDistillation(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return ConsistencyDistillation(path=path, **kwargs)(params, key, batch, model=model)

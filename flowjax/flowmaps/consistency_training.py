@@ -16,64 +16,83 @@ parameters are `target_params` (EMA) or sg(params); distances as in `consistency
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.flowmaps import _common, _consistency
 from flowjax.flowmaps._map import FlowMap
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "validate_kwargs"]
+__all__ = ["ConsistencyTraining", "loss", "sample_points"]
 
 _NAME = "consistency_training"
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    _consistency.validate(kwargs, _NAME)
-
-
-def sample_points(key, x1, path, num_steps: int):
-    """(x0, t, t_next, x_t, x_next, model key) exactly as `loss` draws them from `key`."""
+def sample_points(key, x1, path, num_steps: int, source=None, context=None):
+    """(x0, t, t_next, x_t, x_next, model key) exactly as the loss draws them from `key`."""
+    source = _common.default_source() if source is None else source
     k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
+    x0 = _common.draw_x0(source, k_x0, x1, context, _NAME)
     t, t_next = _consistency.grid_times(k_t, x1.shape[0], num_steps, x1.dtype)
     return x0, t, t_next, path.interpolate(x0, x1, t), path.interpolate(x0, x1, t_next), k_model
 
 
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    num_steps: int = 18,
-    target_params=None,
-    distance: str = "l2",
-    huber_c: float = 0.00054,
-) -> tuple[Float[Array, ""], dict]:
+class ConsistencyTraining(_common.AbstractObjective):
     """Consistency training loss (Song et al. 2023, Algorithm 3) for a flow map.
 
-    Args:
-      params: parameters of `model`.
-      key: PRNG key (noise, grid index, model dropout).
-      batch: {"x1": (B, *D), "label": (B,) optional; labels go to the model as y=}.
-      model: two-time apply function model(params, x, t, *, s=None, y=None, key=None).
+    Attributes:
       path: the affine path.
+      model: two-time apply function (None: pass it at call time).
       num_steps: N, the grid size (dt = 1 / N); iCT grows N during training.
       target_params: parameters of the target network (EMA); None: stop-gradient of params.
       distance: "l2" or "pseudo_huber".
       huber_c: pseudo-Huber constant.
+      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "t_mean", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "t_mean",
+    "per_example_loss" (B,)}.
     """
-    validate_kwargs(model=model, path=path, num_steps=num_steps, distance=distance, huber_c=huber_c)
-    x1, labels = _common.check_batch(batch, _NAME)
-    X = FlowMap(model)
-    _, t, t_next, x_t, x_next, k_model = sample_points(key, x1, path, num_steps)
-    value, per_example = _consistency.loss_from_points(
-        X, params, target_params, x_t, t, x_next, t_next, labels, k_model, distance, huber_c
-    )
-    return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+
+    path: AffinePath
+    model: Callable | None = eqx.field(static=True, default=None)
+    num_steps: int = eqx.field(static=True, default=18)
+    target_params: Any = None
+    distance: str = eqx.field(static=True, default="l2")
+    huber_c: float = eqx.field(static=True, default=0.00054)
+    source: Any = eqx.field(default_factory=_common.default_source)
+
+    def __check_init__(self):
+        _consistency.check(self, _NAME)
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        X = FlowMap(_common.bound_model(self.model, model, _NAME))
+        x1, labels, context = _common.read_batch(batch, _NAME)
+        _, t, t_next, x_t, x_next, k_model = sample_points(
+            key, x1, self.path, self.num_steps, self.source, context
+        )
+        value, per_example = _consistency.loss_from_points(
+            X,
+            params,
+            self.target_params,
+            x_t,
+            t,
+            x_next,
+            t_next,
+            _common.conditions(labels, context),
+            k_model,
+            self.distance,
+            self.huber_c,
+        )
+        return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`ConsistencyTraining(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return ConsistencyTraining(path=path, **kwargs)(params, key, batch, model=model)

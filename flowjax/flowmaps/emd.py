@@ -17,73 +17,64 @@ order (`directions="both"`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.flowmaps import _common
 from flowjax.flowmaps._map import FlowMap
-from flowjax.objectives.timesteps import AbstractTimeDist, Uniform
+from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "validate_kwargs"]
+__all__ = ["EMD", "loss"]
 
 _NAME = "emd"
-_UNIFORM = Uniform()
 DIRECTIONS = _common.DIRECTIONS
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    _common.check_map_distillation_kwargs(kwargs, _NAME)
-
-
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    teacher,
-    time_dist: AbstractTimeDist | str = _UNIFORM,
-    directions: str = "forward",
-) -> tuple[Float[Array, ""], dict]:
+class EMD(_common.AbstractObjective):
     """EMD loss (Boffi et al. 2024, Eulerian map distillation).
 
-    Args:
-      params: parameters of `model`.
-      key: PRNG key (noise, times, model dropout).
-      batch: {"x1": (B, *D), "label": (B,) optional; labels go to model and teacher as y=}.
-      model: two-time apply function model(params, x, t, *, s=None, y=None, key=None).
-      path: the affine path the teacher velocity belongs to.
-      teacher: velocity field teacher(x, t) -> (B, *D).
-      time_dist: law of each of the two times (object or name in TIME_DISTS).
-      directions: "forward" (s <= t) or "both".
+    Attributes: as `fj.flowmaps.lmd.LMD` (path, teacher, model, time_dist, directions, source).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "gap_mean", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "gap_mean",
+    "per_example_loss" (B,)}.
     """
-    validate_kwargs(model=model, path=path, teacher=teacher, directions=directions)
-    X = FlowMap(model)
-    x_s, s, t, labels, b, k_model = _common.map_distillation_points(
-        key,
-        batch,
-        path=path,
-        teacher=teacher,
-        time_dist=time_dist,
-        directions=directions,
-        objective=_NAME,
-    )
-    b_s = jax.lax.stop_gradient(b(x_s, s))
 
-    def of_start(xx, ss):
-        return X(params, xx, ss, t, y=labels, key=k_model)
+    path: AffinePath
+    teacher: Callable
+    model: Callable | None = eqx.field(static=True, default=None)
+    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
+    directions: str = eqx.field(static=True, default="forward")
+    source: Any = eqx.field(default_factory=_common.default_source)
 
-    _, residual = jax.jvp(of_start, (x_s, s), (b_s.astype(x_s.dtype), jnp.ones_like(s)))
-    per_example = _common.per_example_mse(residual)
-    value = jnp.mean(per_example)
-    return value, {
-        "loss": value,
-        "gap_mean": jnp.mean(jnp.abs(t - s)),
-        "per_example_loss": per_example,
-    }
+    def __check_init__(self):
+        _common.check_map_distillation(self, _NAME)
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        X = FlowMap(_common.bound_model(self.model, model, _NAME))
+        x_s, s, t, conds, b, k_model = _common.map_distillation_points(self, key, batch, _NAME)
+        b_s = jax.lax.stop_gradient(b(x_s, s))
+
+        def of_start(xx, ss):
+            return X(params, xx, ss, t, key=k_model, **conds)
+
+        _, residual = jax.jvp(of_start, (x_s, s), (b_s.astype(x_s.dtype), jnp.ones_like(s)))
+        per_example = _common.per_example_mse(residual)
+        value = jnp.mean(per_example)
+        return value, {
+            "loss": value,
+            "gap_mean": jnp.mean(jnp.abs(t - s)),
+            "per_example_loss": per_example,
+        }
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`EMD(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return EMD(path=path, **kwargs)(params, key, batch, model=model)

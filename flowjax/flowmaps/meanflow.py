@@ -30,7 +30,9 @@ sorted so s <= t, and a share 1 - `offdiag_fraction` of the batch set on the dia
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -38,35 +40,15 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from flowjax._types import expand_time
 from flowjax.flowmaps import _common
 from flowjax.flowmaps._map import FlowMap
-from flowjax.objectives.timesteps import AbstractTimeDist, Uniform
+from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "target", "validate_kwargs"]
+__all__ = ["MeanFlow", "loss", "target"]
 
 _NAME = "meanflow"
-_UNIFORM = Uniform()
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    if "model" in kwargs:
-        _common.check_model(kwargs["model"], _NAME)
-    if "path" in kwargs:
-        _common.check_path(kwargs["path"], _NAME)
-    if kwargs.get("teacher") is not None:
-        _common.check_teacher(kwargs["teacher"], _NAME)
-    if "time_dist" in kwargs:
-        _common.check_time_dist(kwargs["time_dist"], _NAME)
-    if "offdiag_fraction" in kwargs:
-        _common.check_fraction(kwargs["offdiag_fraction"], "offdiag_fraction", _NAME)
-    if "adaptive_p" in kwargs:
-        p = kwargs["adaptive_p"]
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
-            raise ValueError(f"{_NAME}: adaptive_p must be a number >= 0, got {p!r}")
-    if "adaptive_c" in kwargs:
-        _common.check_positive(kwargs["adaptive_c"], "adaptive_c", _NAME)
-
-
-def target(model, params, x, s, t, v, *, y=None, key=None):
+def target(model, params, x, s, t, v, *, y=None, key=None, context=None):
     """(u_theta(x, s, t), u_tgt) with u_tgt = v + (t - s) d/ds u_theta along (v, 1, 0).
 
     The MeanFlow target in flowjax time (module docstring); not stop-gradiented here.
@@ -74,68 +56,75 @@ def target(model, params, x, s, t, v, *, y=None, key=None):
     X = FlowMap(model)
 
     def u_fn(xx, ss, tt):
-        return X.average_velocity(params, xx, ss, tt, y=y, key=key)
+        return X.average_velocity(params, xx, ss, tt, y=y, key=key, context=context)
 
     u, du_ds = jax.jvp(u_fn, (x, s, t), (v.astype(x.dtype), jnp.ones_like(s), jnp.zeros_like(t)))
     return u, v + expand_time(t - s, x) * du_ds
 
 
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    teacher: Callable | None = None,
-    time_dist: AbstractTimeDist | str = _UNIFORM,
-    offdiag_fraction: float = 0.25,
-    adaptive_p: float = 1.0,
-    adaptive_c: float = 1e-3,
-) -> tuple[Float[Array, ""], dict]:
+class MeanFlow(_common.AbstractObjective):
     """MeanFlow loss (Geng et al. 2025, eqs. (9)-(10)) in flowjax time.
 
-    Args:
-      params: parameters of `model`.
-      key: PRNG key (noise, times, model dropout).
-      batch: {"x1": (B, *D), "label": (B,) optional; labels go to model and teacher as y=}.
-      model: two-time apply function model(params, x, t, *, s=None, y=None, key=None).
+    Attributes:
       path: the affine path.
+      model: two-time apply function (None: pass it at call time).
       teacher: optional velocity field for v (else the conditional velocity).
       time_dist: law of each of the two times (object or name in TIME_DISTS; the paper uses
         logit-normal).
       offdiag_fraction: share of the batch with s < t (the rest has s = t).
       adaptive_p: power p of the adaptive weight (0: plain squared error).
       adaptive_c: constant c of the adaptive weight.
+      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "mse", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "mse",
+    "per_example_loss" (B,)}.
     """
-    validate_kwargs(
-        model=model,
-        path=path,
-        teacher=teacher,
-        offdiag_fraction=offdiag_fraction,
-        adaptive_p=adaptive_p,
-        adaptive_c=adaptive_c,
-    )
-    time_dist = _common.check_time_dist(time_dist, _NAME)
-    x1, labels = _common.check_batch(batch, _NAME)
-    n = x1.shape[0]
-    k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    s, t = _common.sample_pairs(k_t, n, dtype=x1.dtype, time_dist=time_dist, path=path)
-    off = jnp.arange(n) < _common.split_count(n, offdiag_fraction)
-    t = jnp.where(off, t, s)
-    x_s = path.interpolate(x0, x1, s)
-    if teacher is None:
-        v = path.velocity_target(x0, x1, s)
-    else:
-        v = jax.lax.stop_gradient(_common.with_labels(teacher, labels)(x_s, s))
 
-    u, u_tgt = target(model, params, x_s, s, t, v, y=labels, key=k_model)
-    mse = _common.per_example_mse(u - jax.lax.stop_gradient(u_tgt))
-    weight = jax.lax.stop_gradient(1.0 / (mse + adaptive_c) ** adaptive_p)
-    per_example = weight * mse
-    value = jnp.mean(per_example)
-    return value, {"loss": value, "mse": jnp.mean(mse), "per_example_loss": per_example}
+    path: AffinePath
+    model: Callable | None = eqx.field(static=True, default=None)
+    teacher: Callable | None = None
+    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
+    offdiag_fraction: float = eqx.field(static=True, default=0.25)
+    adaptive_p: float = eqx.field(static=True, default=1.0)
+    adaptive_c: float = eqx.field(static=True, default=1e-3)
+    source: Any = eqx.field(default_factory=_common.default_source)
+
+    def __check_init__(self):
+        _common.check_common(self, _NAME)
+        if self.teacher is not None:
+            _common.check_teacher(self.teacher, _NAME)
+        _common.check_fraction(self.offdiag_fraction, "offdiag_fraction", _NAME)
+        p = self.adaptive_p
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
+            raise ValueError(f"{_NAME}: adaptive_p must be a number >= 0, got {p!r}")
+        _common.check_positive(self.adaptive_c, "adaptive_c", _NAME)
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        model = _common.bound_model(self.model, model, _NAME)
+        path = self.path
+        x1, labels, context = _common.read_batch(batch, _NAME)
+        n = x1.shape[0]
+        k_x0, k_t, k_model = jax.random.split(key, 3)
+        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
+        s, t = _common.sample_pairs(k_t, n, dtype=x1.dtype, time_dist=self.time_dist, path=path)
+        off = jnp.arange(n) < _common.split_count(n, self.offdiag_fraction)
+        t = jnp.where(off, t, s)
+        x_s = path.interpolate(x0, x1, s)
+        if self.teacher is None:
+            v = path.velocity_target(x0, x1, s)
+        else:
+            v = jax.lax.stop_gradient(_common.with_labels(self.teacher, labels, context)(x_s, s))
+
+        u, u_tgt = target(model, params, x_s, s, t, v, y=labels, key=k_model, context=context)
+        mse = _common.per_example_mse(u - jax.lax.stop_gradient(u_tgt))
+        weight = jax.lax.stop_gradient(1.0 / (mse + self.adaptive_c) ** self.adaptive_p)
+        per_example = weight * mse
+        value = jnp.mean(per_example)
+        return value, {"loss": value, "mse": jnp.mean(mse), "per_example_loss": per_example}
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`MeanFlow(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return MeanFlow(path=path, **kwargs)(params, key, batch, model=model)

@@ -22,7 +22,9 @@ used for self-consistency, the rest for flow matching; the loss is the mean over
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -30,103 +32,104 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from flowjax._types import expand_time
 from flowjax.flowmaps import _common
 from flowjax.flowmaps._map import FlowMap
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "validate_kwargs"]
+__all__ = ["Shortcut", "loss"]
 
 _NAME = "shortcut"
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    if "model" in kwargs:
-        _common.check_model(kwargs["model"], _NAME)
-    if "path" in kwargs:
-        _common.check_path(kwargs["path"], _NAME)
-    if kwargs.get("teacher") is not None:
-        _common.check_teacher(kwargs["teacher"], _NAME)
-    if "num_levels" in kwargs:
-        _common.check_positive(kwargs["num_levels"], "num_levels", _NAME, integer=True)
-    if "bootstrap_fraction" in kwargs:
-        _common.check_fraction(kwargs["bootstrap_fraction"], "bootstrap_fraction", _NAME)
-
-
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    teacher: Callable | None = None,
-    num_levels: int = 7,
-    bootstrap_fraction: float = 0.25,
-    target_params=None,
-) -> tuple[Float[Array, ""], dict]:
+class Shortcut(_common.AbstractObjective):
     """Shortcut-model loss: flow matching on the diagonal + two-half-steps self-consistency.
 
-    Args:
-      params: parameters of `model`.
-      key: PRNG key (noise, times, model dropout).
-      batch: {"x1": (B, *D), "label": (B,) optional; labels go to model and teacher as y=}.
-      model: two-time apply function model(params, x, t, *, s=None, y=None, key=None).
+    Attributes:
       path: the affine path.
+      model: two-time apply function (None: pass it at call time).
       teacher: optional velocity field for the diagonal target (else the conditional velocity).
       num_levels: M; self-consistency big steps 2d in {1, 1/2, ..., 2^(1-M)}.
       bootstrap_fraction: share of the batch used for self-consistency.
       target_params: parameters for the self-consistency target (EMA); None: sg(params).
+      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "fm_loss", "sc_loss", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "fm_loss",
+    "sc_loss", "per_example_loss" (B,)}.
     """
-    validate_kwargs(
-        model=model,
-        path=path,
-        teacher=teacher,
-        num_levels=num_levels,
-        bootstrap_fraction=bootstrap_fraction,
-    )
-    x1, labels = _common.check_batch(batch, _NAME)
-    X = FlowMap(model)
-    n = x1.shape[0]
-    n_sc = _common.split_count(n, bootstrap_fraction)
-    k_x0, k_t, k_level, k_grid, k_model = jax.random.split(key, 5)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    sc_per = fm_per = jnp.zeros((0,), x1.dtype)
 
-    if n_sc > 0:  # self-consistency on the first n_sc examples
-        sc = slice(0, n_sc)
-        y_sc = _common.take(labels, sc)
-        level = jax.random.randint(k_level, (n_sc,), 0, num_levels)
-        sections = 2**level  # number of big steps covering [0, 1]
-        big = 1.0 / sections.astype(x1.dtype)
-        t = jax.random.randint(k_grid, (n_sc,), 0, sections).astype(x1.dtype) * big
-        d = 0.5 * big
-        x_t = path.interpolate(x0[sc], x1[sc], t)
-        theta_minus = jax.lax.stop_gradient(params if target_params is None else target_params)
-        u1 = X.average_velocity(theta_minus, x_t, t, t + d, y=y_sc)
-        x_mid = x_t + expand_time(d, x_t) * u1
-        u2 = X.average_velocity(theta_minus, x_mid, t + d, t + 2 * d, y=y_sc)
-        target = jax.lax.stop_gradient(0.5 * (u1 + u2))
-        pred = X.average_velocity(params, x_t, t, t + 2 * d, y=y_sc, key=k_model)
-        sc_per = _common.per_example_mse(pred - target)
+    path: AffinePath
+    model: Callable | None = eqx.field(static=True, default=None)
+    teacher: Callable | None = None
+    num_levels: int = eqx.field(static=True, default=7)
+    bootstrap_fraction: float = eqx.field(static=True, default=0.25)
+    target_params: Any = None
+    source: Any = eqx.field(default_factory=_common.default_source)
 
-    if n - n_sc > 0:  # flow matching on the diagonal for the rest
-        fm = slice(n_sc, n)
-        y_fm = _common.take(labels, fm)
-        t_fm = jax.random.uniform(k_t, (n - n_sc,), x1.dtype)
-        x_fm = path.interpolate(x0[fm], x1[fm], t_fm)
-        if teacher is None:
-            v_target = path.velocity_target(x0[fm], x1[fm], t_fm)
-        else:
-            v_target = jax.lax.stop_gradient(_common.with_labels(teacher, y_fm)(x_fm, t_fm))
-        v_pred = X.velocity(params, x_fm, t_fm, y=y_fm, key=jax.random.fold_in(k_model, 1))
-        fm_per = _common.per_example_mse(v_pred - v_target)
+    def __check_init__(self):
+        _common.check_common(self, _NAME)
+        if self.teacher is not None:
+            _common.check_teacher(self.teacher, _NAME)
+        _common.check_positive(self.num_levels, "num_levels", _NAME, integer=True)
+        _common.check_fraction(self.bootstrap_fraction, "bootstrap_fraction", _NAME)
 
-    per_example = jnp.concatenate([sc_per, fm_per])
-    value = jnp.mean(per_example)
-    return value, {
-        "loss": value,
-        "fm_loss": _common.masked_mean(fm_per, n - n_sc),
-        "sc_loss": _common.masked_mean(sc_per, n_sc),
-        "per_example_loss": per_example,
-    }
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        X = FlowMap(_common.bound_model(self.model, model, _NAME))
+        path = self.path
+        x1, labels, context = _common.read_batch(batch, _NAME)
+        n = x1.shape[0]
+        n_sc = _common.split_count(n, self.bootstrap_fraction)
+        k_x0, k_t, k_level, k_grid, k_model = jax.random.split(key, 5)
+        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
+        sc_per = fm_per = jnp.zeros((0,), x1.dtype)
+
+        if n_sc > 0:  # self-consistency on the first n_sc examples
+            sc = slice(0, n_sc)
+            c_sc = _common.conditions(_common.take(labels, sc), _common.take(context, sc))
+            level = jax.random.randint(k_level, (n_sc,), 0, self.num_levels)
+            sections = 2**level  # number of big steps covering [0, 1]
+            big = 1.0 / sections.astype(x1.dtype)
+            t = jax.random.randint(k_grid, (n_sc,), 0, sections).astype(x1.dtype) * big
+            d = 0.5 * big
+            x_t = path.interpolate(x0[sc], x1[sc], t)
+            theta_minus = jax.lax.stop_gradient(
+                params if self.target_params is None else self.target_params
+            )
+            u1 = X.average_velocity(theta_minus, x_t, t, t + d, **c_sc)
+            x_mid = x_t + expand_time(d, x_t) * u1
+            u2 = X.average_velocity(theta_minus, x_mid, t + d, t + 2 * d, **c_sc)
+            target = jax.lax.stop_gradient(0.5 * (u1 + u2))
+            pred = X.average_velocity(params, x_t, t, t + 2 * d, key=k_model, **c_sc)
+            sc_per = _common.per_example_mse(pred - target)
+
+        if n - n_sc > 0:  # flow matching on the diagonal for the rest
+            fm = slice(n_sc, n)
+            y_fm, ctx_fm = _common.take(labels, fm), _common.take(context, fm)
+            t_fm = jax.random.uniform(k_t, (n - n_sc,), x1.dtype)
+            x_fm = path.interpolate(x0[fm], x1[fm], t_fm)
+            if self.teacher is None:
+                v_target = path.velocity_target(x0[fm], x1[fm], t_fm)
+            else:
+                teacher = _common.with_labels(self.teacher, y_fm, ctx_fm)
+                v_target = jax.lax.stop_gradient(teacher(x_fm, t_fm))
+            v_pred = X.velocity(
+                params,
+                x_fm,
+                t_fm,
+                key=jax.random.fold_in(k_model, 1),
+                **_common.conditions(y_fm, ctx_fm),
+            )
+            fm_per = _common.per_example_mse(v_pred - v_target)
+
+        per_example = jnp.concatenate([sc_per, fm_per])
+        value = jnp.mean(per_example)
+        return value, {
+            "loss": value,
+            "fm_loss": _common.masked_mean(fm_per, n - n_sc),
+            "sc_loss": _common.masked_mean(sc_per, n_sc),
+            "per_example_loss": per_example,
+        }
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`Shortcut(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return Shortcut(path=path, **kwargs)(params, key, batch, model=model)

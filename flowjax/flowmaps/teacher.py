@@ -11,9 +11,10 @@ eps-, x1- or score-predicting diffusion model is as good a teacher as a velocity
 
 Launching a distillation through the standard trainer (`experiments/main.py` with
 `configs/flowmap_distill.py`) names the teacher by a string,
-`config.objective.kwargs.teacher = "/path/to/teacher_workdir"`; `bind_teacher` replaces that
-string by the loaded field before the objective is built. `load_flow_map` restores a trained
-two-time student as a flow map X(x, s, t) for the jump samplers.
+`config.objective.kwargs.teacher = "/path/to/teacher_workdir"`; `fj.train.build` loads it
+(once, when the objective is built; `validate` and `restore` never touch it). `load_flow_map`
+restores a trained two-time student as a flow map X(x, s, t) for the jump samplers; like
+every restore it builds no objective, so it works with the student's teacher deleted.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
+import ml_collections
+import orbax.checkpoint as ocp
 from jaxtyping import Array, Float
 
 from flowjax._types import Time
+from flowjax.flowmaps._map import as_callable
+from flowjax.objectives._common import with_context
 from flowjax.paths import AffinePath
+from flowjax.sampling import as_velocity
+from flowjax.train.loop import restore
 
 __all__ = [
     "MixtureTeacher",
@@ -64,11 +71,11 @@ class VelocityTeacher(eqx.Module):
     t_eps: float = eqx.field(static=True, default=0.0)
     source: str = eqx.field(static=True, default="")
 
-    def __call__(self, x: Float[Array, " B *D"], t: Time, y=None) -> Float[Array, " B *D"]:
-        from flowjax.sampling import as_velocity
-
+    def __call__(
+        self, x: Float[Array, " B *D"], t: Time, y=None, context=None
+    ) -> Float[Array, " B *D"]:
         def fn(x_, t_):
-            return self.apply_fn(self.params, x_, t_, y=y)
+            return self.apply_fn(self.params, x_, t_, y=y, **with_context(context))
 
         return as_velocity(fn, self.kind, self.path, t_eps=self.t_eps)(x, t)
 
@@ -122,9 +129,6 @@ def _latest_step(workdir: str) -> int:
 
 def read_checkpoint_config(workdir: str, step: int):
     """The config saved with checkpoint `step` of `workdir`, as an ml_collections ConfigDict."""
-    import ml_collections
-    import orbax.checkpoint as ocp
-
     manager = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         item_names=("config",),
@@ -139,14 +143,12 @@ def read_checkpoint_config(workdir: str, step: int):
 
 
 def _restore(workdir_or_checkpoint, config, step, ema_index, devices):
-    from flowjax import train
-
     workdir, folder_step = checkpoint_location(workdir_or_checkpoint)
     step = folder_step if step is None else int(step)
     step = _latest_step(workdir) if step is None else step
     if config is None:
         config = read_checkpoint_config(workdir, step)
-    exp, state = train.restore(config, workdir, step=step, devices=devices)
+    exp, state = restore(config, workdir, step=step, devices=devices)
     index = int(config.eval.ema_index) if ema_index is None else int(ema_index)
     if index >= len(state.ema) or index < -1:
         raise ValueError(
@@ -211,8 +213,6 @@ def load_flow_map(
     Raises:
       ValueError: the run's network is not a two-time network.
     """
-    from flowjax.flowmaps._map import as_callable
-
     exp, params, source = _restore(workdir_or_checkpoint, config, step, ema_index, devices)
     if not exp.config.model.overrides.get("two_times", False):
         raise ValueError(
@@ -222,16 +222,12 @@ def load_flow_map(
     return as_callable(exp.apply_fn, params, y=y)
 
 
-# bind_teacher runs once when a config is validated and again when it is built: load once.
-_LOADED: dict[tuple, VelocityTeacher] = {}
-
-
 def bind_teacher(kwargs: Mapping[str, Any], *, devices: Sequence[Any] | None = None) -> dict:
     """Objective keyword arguments with a teacher named by a string replaced by its field.
 
-    `kwargs["teacher"]` may be a velocity field (kept as is) or a string: a run directory or
-    checkpoint of `fj.train` (see `load_teacher`). An empty string is an error, so a config
-    whose teacher was never set fails early with the field to set.
+    `kwargs["teacher"]` may be a velocity field (kept as is) or a run directory or checkpoint
+    of `fj.train` (see `load_teacher`); `kwargs["path"]`, if given, must be the teacher's path.
+    Each call loads the teacher afresh (`fj.train.build` calls it once per run).
 
     Raises:
       ValueError: an empty teacher string, or a teacher that cannot be loaded.
@@ -248,19 +244,9 @@ def bind_teacher(kwargs: Mapping[str, Any], *, devices: Sequence[Any] | None = N
                 f"--config.objective.kwargs.{name}=/tmp/toy2d_fm"
             )
         try:
-            workdir, step = checkpoint_location(value)
-            step = _latest_step(workdir) if step is None else step
+            teacher = load_teacher(value, devices=devices)
         except FileNotFoundError as e:
             raise ValueError(f"config.objective.kwargs.{name}: {e}") from None
-        folder = os.path.join(workdir, "checkpoints", str(step))
-        key = (
-            folder,
-            os.stat(folder).st_mtime_ns,
-            None if devices is None else tuple(map(str, devices)),
-        )
-        if key not in _LOADED:
-            _LOADED[key] = load_teacher(workdir, step=step, devices=devices)
-        teacher = _LOADED[key]
         path = out.get("path")
         if path is not None and repr(path) != repr(teacher.path):
             raise ValueError(

@@ -1,21 +1,24 @@
 """Training objectives, their time distributions, loss weightings and preconditioning.
 
-Every objective is a pure function with one signature,
+Every objective is a small immutable module (`AbstractObjective`, an `eqx.Module`) whose fields
+are its hyperparameters, checked once when it is built, and whose call is the loss with one
+signature,
 
-    loss(params, key, batch, *, model, path, ...) -> (scalar_loss, aux_dict)
+    objective(params, key, batch, *, model=None) -> (scalar_loss, aux_dict)
 
-where `model` is an apply function model(params, x, t, *, y=None, key=None). `OBJECTIVES` maps
-names to "module:function" strings imported on first use, so a new objective is a new module
-plus one registry line; `make_objective(name, **kwargs)` binds the keyword arguments.
+where `model` is an apply function model(params, x, t, *, s=None, y=None, context=None,
+key=None), bound as a field or passed at call time. x0 is drawn from the objective's `source`
+(fj.sources.StandardGaussian() by default) given `batch["context"]`, which also reaches the
+model as `context=`. `OBJECTIVES` maps names to lazy "module:Class" strings, so a new objective
+is a new module plus one registry line; `make_objective(name, **kwargs)` builds one by name.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-from collections.abc import Callable
+import dataclasses
 
+from flowjax import _registry
+from flowjax.objectives._common import AbstractObjective as AbstractObjective
 from flowjax.objectives.preconditioning import EDMPrecond as EDMPrecond
 from flowjax.objectives.timesteps import (
     TIME_DISTS as TIME_DISTS,
@@ -61,49 +64,52 @@ from flowjax.objectives.weighting import (
 )
 
 OBJECTIVES: dict[str, str] = {
-    "flow_matching": "flowjax.objectives.flow_matching:loss",
-    "diffusion": "flowjax.objectives.diffusion:loss",
+    "flow_matching": "flowjax.objectives.flow_matching:FlowMatching",
+    "diffusion": "flowjax.objectives.diffusion:Diffusion",
     # Flow-map objectives (flowjax/flowmaps/, DESIGN.md): same signature, model = two-time net.
-    "lmd": "flowjax.flowmaps.lmd:loss",
-    "emd": "flowjax.flowmaps.emd:loss",
-    "progressive": "flowjax.flowmaps.progressive:loss",
-    "consistency_distill": "flowjax.flowmaps.consistency_distill:loss",
-    "shortcut": "flowjax.flowmaps.shortcut:loss",
-    "meanflow": "flowjax.flowmaps.meanflow:loss",
-    "lsd": "flowjax.flowmaps.lsd:loss",
-    "consistency_training": "flowjax.flowmaps.consistency_training:loss",
+    "lmd": "flowjax.flowmaps.lmd:LMD",
+    "emd": "flowjax.flowmaps.emd:EMD",
+    "progressive": "flowjax.flowmaps.progressive:Progressive",
+    "consistency_distill": "flowjax.flowmaps.consistency_distill:ConsistencyDistillation",
+    "shortcut": "flowjax.flowmaps.shortcut:Shortcut",
+    "meanflow": "flowjax.flowmaps.meanflow:MeanFlow",
+    "lsd": "flowjax.flowmaps.lsd:LSD",
+    "consistency_training": "flowjax.flowmaps.consistency_training:ConsistencyTraining",
+    "riemannian_flow_matching": "flowjax.manifolds.objective:RiemannianFlowMatching",
+    # Discrete flow matching / masked diffusion (flowjax/discrete/): model -> logits (B, L, V).
+    "discrete_ce": "flowjax.discrete.cross_entropy:CrossEntropy",
+    "discrete_gkl": "flowjax.discrete.generalized_kl:GeneralizedKL",
+    "mdlm": "flowjax.discrete.mdlm:MDLM",
 }
 
-_POSITIONAL = ("params", "key", "batch")
+
+def get_objective(name: str) -> type[AbstractObjective]:
+    """The objective class registered under `name` (see `OBJECTIVES`), imported lazily."""
+    return _registry.lookup(OBJECTIVES, name, "objective")
 
 
-def get_objective(name: str) -> Callable:
-    """The loss function registered under `name` (see `OBJECTIVES`), imported lazily."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; valid objectives: {sorted(OBJECTIVES)}")
-    module_name, _, attr = OBJECTIVES[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+def make_objective(name: str, **kwargs) -> AbstractObjective:
+    """The objective `name` built from its hyperparameters (checked now, by the objective).
 
-
-def make_objective(name: str, **kwargs) -> Callable:
-    """functools.partial of objective `name` with its keyword arguments bound.
-
-    Every kwarg must be a keyword-only argument of that loss (TypeError otherwise); values are
-    checked now when the objective's module provides `validate_kwargs`.
+    Raises:
+      ValueError: an unknown name (the valid ones listed) or a bad value (naming the field).
+      TypeError: a keyword the objective does not take (its fields listed) or a bad type.
     """
-    fn = get_objective(name)
-    valid = [
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    unknown = sorted(set(kwargs) - set(valid))
+    cls = get_objective(name)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(kwargs) - set(fields))
     if unknown:
         raise TypeError(
             f"make_objective({name!r}): unknown keyword argument(s) {unknown}; "
-            f"valid keywords: {valid}"
+            f"valid keywords: {fields}"
         )
-    validate = getattr(importlib.import_module(fn.__module__), "validate_kwargs", None)
-    if validate is not None:
-        validate(**kwargs)
-    return functools.partial(fn, **kwargs)
+    return cls(**kwargs)
+
+
+_CLASSES = {"FlowMatching": "flow_matching", "Diffusion": "diffusion"}
+
+
+def __getattr__(name):  # the objective classes, imported on first use like the registry
+    if name in _CLASSES:
+        return get_objective(_CLASSES[name])
+    raise AttributeError(f"module 'flowjax.objectives' has no attribute {name!r}")

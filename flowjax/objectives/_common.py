@@ -1,14 +1,89 @@
-"""Checks and steps shared by the objectives: batch, labels with dropout, the model call."""
+"""Pieces shared by the objectives: the base class, checks, sources, labels and context."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import abc
+from collections.abc import Callable, Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.paths import AffinePath
+from flowjax.sources import StandardGaussian
+from flowjax.sources import check_source as _check_source
+
+
+class AbstractObjective(eqx.Module):
+    """A training loss whose fields are its hyperparameters, checked once at construction.
+
+    `objective(params, key, batch, *, model=None) -> (scalar, aux)`: `model` is the apply
+    function `model(params, x, t, *, s=None, y=None, context=None, key=None)`, bound as the
+    field `model` or passed at call time (the trainer binds it with functools.partial).
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        raise NotImplementedError
+
+
+def default_source():
+    """x0 ~ N(0, I): `StandardGaussian().sample` is exactly `jax.random.normal`."""
+    return StandardGaussian()
+
+
+def check_source(source, objective: str) -> None:
+    _check_source(source, f"{objective}: source")
+
+
+def bound_model(field, given, objective: str):
+    """The apply function passed at call time, else the one bound as a field."""
+    model = field if given is None else given
+    if model is None:
+        raise TypeError(f"{objective}: no model; bind model=... or pass it at call time")
+    check_model(model, objective)
+    return model
+
+
+def draw_x0(source, key, x1, context, objective: str):
+    """x0 ~ source (given the batch's context), shaped and typed like x1."""
+    x0 = source.sample(key, x1.shape, context=context, dtype=x1.dtype)
+    if getattr(x0, "shape", None) != x1.shape:
+        raise ValueError(
+            f"{objective}: source.sample returned shape {getattr(x0, 'shape', type(x0))}, "
+            f"the data batch['x1'] has shape {x1.shape}"
+        )
+    return jnp.asarray(x0, x1.dtype)
+
+
+def check_context(batch, x1, objective: str):
+    """batch["context"] (B, *C) floating, or None when the batch has none."""
+    context = batch.get("context")
+    if context is None:
+        return None
+    context = jnp.asarray(context)
+    if not jnp.issubdtype(context.dtype, jnp.floating):
+        raise TypeError(f"{objective}: batch['context'] must be floating, got {context.dtype}")
+    if context.ndim < 1 or context.shape[0] != x1.shape[0]:
+        raise ValueError(
+            f"{objective}: batch['context'] must have shape ({x1.shape[0]}, *C) to match "
+            f"batch['x1'] {x1.shape}, got {context.shape}"
+        )
+    return context
+
+
+def check_dropout(value, name: str, objective: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{objective}: {name} must be a number in [0, 1], got {value!r}")
+
+
+def with_context(context) -> dict:
+    """Keyword arguments carrying the context (none at all without one, so that models
+    written before context conditioning keep working)."""
+    return {} if context is None else {"context": context}
 
 
 def check_model(model, objective: str) -> None:
@@ -107,8 +182,14 @@ def drop_labels(key, labels, num_classes, label_dropout):
     return jnp.where(drop, jnp.asarray(num_classes, labels.dtype), labels)
 
 
-def call_model(model, params, x, t, labels, key, objective: str):
-    pred = model(params, x, t, y=labels, key=key)
+def call_model(model, params, x, t, labels, key, objective: str, context=None, drop=None):
+    """model(x_t, t) with labels and context; with a context-dropout mask `drop` (B,) the
+    dropped examples get the null context (`context=None`, a learned embedding; classifier-free
+    guidance, Ho & Salimans 2022), at the cost of a second network call."""
+    pred = model(params, x, t, y=labels, key=key, **with_context(context))
+    if drop is not None:
+        null = model(params, x, t, y=labels, key=key)
+        pred = jnp.where(drop.reshape(drop.shape + (1,) * (x.ndim - 1)), null, pred)
     if getattr(pred, "shape", None) != x.shape:
         raise ValueError(
             f"{objective}: the model must return an array of the input's shape {x.shape}, "
@@ -119,3 +200,23 @@ def call_model(model, params, x, t, labels, key, objective: str):
 
 def per_example_mean(sq):
     return jnp.mean(sq.reshape(sq.shape[0], -1), axis=1)
+
+
+def pair(coupling, key, x0, x1, labels, context):
+    """The coupling's pairs; labels and context stay with their x1 (the context rides on the
+    coupling's label slot as example indices, so every coupling carries it unchanged)."""
+    if context is None:
+        x0, x1, labels = coupling(key, x0, x1, labels)
+        return x0, x1, labels, None
+    x0, x1, index = coupling(key, x0, x1, jnp.arange(x1.shape[0]))
+    return x0, x1, None if labels is None else labels[index], context[index]
+
+
+def context_drop(key, context, context_dropout):
+    """A mask (B,) of examples given the null context, or None (no context or no dropout).
+
+    Classifier-free guidance training (Ho & Salimans 2022, alg. 1) with a continuous context.
+    The key is folded, so label dropout draws the same labels with and without a context."""
+    if context is None or context_dropout == 0:
+        return None
+    return jax.random.bernoulli(jax.random.fold_in(key, 1), context_dropout, context.shape[:1])

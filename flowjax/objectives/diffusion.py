@@ -11,15 +11,25 @@ The weightings are defined by their effective weight on the x1 loss (see `weight
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.objectives import _common
-from flowjax.objectives.timesteps import AbstractTimeDist, resolve_time_dist
-from flowjax.objectives.weighting import AbstractWeighting, canonical_target, resolve_weighting
+from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
+from flowjax.objectives.weighting import (
+    AbstractWeighting,
+    UniformWeighting,
+    canonical_target,
+    resolve_weighting,
+)
+from flowjax.paths import AffinePath
 
-__all__ = ["loss", "validate_kwargs"]
+__all__ = ["Diffusion", "loss"]
 
 _NAME = "diffusion"
 
@@ -30,75 +40,75 @@ _TARGETS = {
 }
 
 
-def validate_kwargs(**kwargs) -> None:
-    """Checks keyword arguments of `loss` early (used by `make_objective`)."""
-    if "target" in kwargs:
-        canonical_target(kwargs["target"])
-    if "weighting" in kwargs:
-        resolve_weighting(kwargs["weighting"])
-    if "time_dist" in kwargs:
-        resolve_time_dist(kwargs["time_dist"])
-    _common.check_label_config(kwargs.get("num_classes"), kwargs.get("label_dropout", 0.0), _NAME)
-    if "model" in kwargs:
-        _common.check_model(kwargs["model"], _NAME)
-    if "path" in kwargs:
-        _common.check_path(kwargs["path"], _NAME)
-
-
-def loss(
-    params,
-    key: PRNGKeyArray,
-    batch: dict,
-    *,
-    model,
-    path,
-    target: str = "eps",
-    weighting: AbstractWeighting | str = "uniform",
-    time_dist: AbstractTimeDist | str = "uniform",
-    label_dropout: float = 0.0,
-    num_classes: int | None = None,
-) -> tuple[Float[Array, ""], dict]:
+class Diffusion(_common.AbstractObjective):
     """Weighted denoising loss.
 
-    Args:
-      params: parameters passed to `model`.
-      key: PRNG key (noise, times, label dropout, model dropout).
-      batch: {"x1": (B, *D) float, "label": (B,) int (only with num_classes)}.
-      model: apply function model(params, x, t, *, y=None, key=None) -> prediction of `target`.
+    Attributes:
       path: the affine path (fj.paths.*).
-      target: "eps", "x1" or "velocity" (aliases "v", "noise", "data").
+      model: apply function model(params, x, t, *, y=None, context=None, key=None) ->
+        prediction of `target`; None: pass it at call time.
+      target: "eps", "x1" or "velocity" (aliases "v", "noise", "data"; stored canonical).
       weighting: object or name in WEIGHTINGS ("uniform", "snr", "min_snr", "edm").
-      time_dist: training-time distribution (object or name in TIME_DISTS); the default is
-        Uniform() on [0, 1].
+      time_dist: training-time distribution (object or name in TIME_DISTS).
+      source: what x0 is drawn from (default fj.sources.StandardGaussian(); the "eps" target
+        is x0 whatever its law).
       label_dropout: probability of replacing a label by the null label num_classes.
       num_classes: number of real classes of a class-conditional model, else None.
+      context_dropout: probability of giving an example the null context (context=None).
 
-    Returns:
-      (loss, aux) with aux = {"loss", "mse" (unweighted), "t_mean", "per_example_loss" (B,)}.
+    Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "mse"
+    (unweighted), "t_mean", "per_example_loss" (B,)}.
     """
-    target = canonical_target(target)
-    weighting = resolve_weighting(weighting)
-    time_dist = resolve_time_dist(time_dist)
-    _common.check_label_config(num_classes, label_dropout, _NAME)
-    _common.check_model(model, _NAME)
-    _common.check_path(path, _NAME)
-    x1, labels = _common.check_batch(batch, _NAME)
-    labels, guard = _common.check_labels(labels, num_classes, _NAME)
 
-    k_x0, k_t, k_drop, k_model = jax.random.split(key, 4)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    labels = _common.drop_labels(k_drop, labels, num_classes, label_dropout)
-    t = time_dist.sample(k_t, x1.shape[:1], path).astype(x1.dtype)
+    path: AffinePath
+    model: Callable | None = eqx.field(static=True, default=None)
+    target: str = eqx.field(static=True, default="eps", converter=canonical_target)
+    weighting: AbstractWeighting = eqx.field(
+        default=UniformWeighting(), converter=resolve_weighting
+    )
+    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
+    source: Any = eqx.field(default_factory=_common.default_source)
+    label_dropout: float = eqx.field(static=True, default=0.0)
+    num_classes: int | None = eqx.field(static=True, default=None)
+    context_dropout: float = eqx.field(static=True, default=0.0)
 
-    x_t = path.interpolate(x0, x1, t)
-    pred = _common.call_model(model, params, x_t, t, labels, k_model, _NAME)
-    mse = _common.per_example_mean((pred - _TARGETS[target](path, x0, x1, t)) ** 2)
-    per_example = weighting(path, t, target) * mse
-    value = guard(jnp.mean(per_example))
-    aux = {
-        "loss": value,
-        "mse": jnp.mean(mse),
-        "t_mean": jnp.mean(t),
-        "per_example_loss": per_example,
-    }
-    return value, aux
+    def __check_init__(self):
+        _common.check_path(self.path, _NAME)
+        if self.model is not None:
+            _common.check_model(self.model, _NAME)
+        _common.check_source(self.source, _NAME)
+        _common.check_label_config(self.num_classes, self.label_dropout, _NAME)
+        _common.check_dropout(self.context_dropout, "context_dropout", _NAME)
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        model = _common.bound_model(self.model, model, _NAME)
+        path = self.path
+        x1, labels = _common.check_batch(batch, _NAME)
+        context = _common.check_context(batch, x1, _NAME)
+        labels, guard = _common.check_labels(labels, self.num_classes, _NAME)
+
+        k_x0, k_t, k_drop, k_model = jax.random.split(key, 4)
+        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
+        labels = _common.drop_labels(k_drop, labels, self.num_classes, self.label_dropout)
+        drop = _common.context_drop(k_drop, context, self.context_dropout)
+        t = self.time_dist.sample(k_t, x1.shape[:1], path).astype(x1.dtype)
+
+        x_t = path.interpolate(x0, x1, t)
+        pred = _common.call_model(model, params, x_t, t, labels, k_model, _NAME, context, drop)
+        mse = _common.per_example_mean((pred - _TARGETS[self.target](path, x0, x1, t)) ** 2)
+        per_example = self.weighting(path, t, self.target) * mse
+        value = guard(jnp.mean(per_example))
+        aux = {
+            "loss": value,
+            "mse": jnp.mean(mse),
+            "t_mean": jnp.mean(t),
+            "per_example_loss": per_example,
+        }
+        return value, aux
+
+
+def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):
+    """`Diffusion(path=path, **kwargs)(params, key, batch, model=model)`."""
+    return Diffusion(path=path, **kwargs)(params, key, batch, model=model)

@@ -1,10 +1,13 @@
-"""Config validation: every mistake caught before anything is built or compiled.
+"""The config schema and its validation: every mistake caught before anything is built.
 
-`validate(config, num_devices, num_processes)` checks the config against the defaults of
-`configs/default.py` (missing or misspelled fields, types), resolves every name through the
-registry that will be used to build it, and checks the numbers (positive rates, divisible
-batch sizes, a mesh that fits the devices). Each problem raises a one-line ValueError that
-names the field by its dotted path and, for names, lists the valid choices.
+`default_config()` is the schema: every field the trainer reads, with its default value
+(`configs/default.py` returns it; experiment configs start from it and override).
+`validate(config, num_devices, num_processes)` checks a config against it (missing or
+misspelled fields, types), checks every name against the registry that will build it, the
+numbers (positive rates, divisible batch sizes, a mesh that fits the devices), and the
+objective's own construction checks. It is pure: it reads no file and no checkpoint (a teacher
+named by its run directory is only checked to be named; `build` loads it). Each problem raises
+a one-line ValueError naming the field by its dotted path and, for names, the valid choices.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
+
+from flowjax.train.experiment import build_objective, unloaded_teacher
 
 __all__ = ["validate", "NAME_FIELDS", "FREE_FIELDS", "DTYPES", "default_config", "choices"]
 
@@ -27,6 +32,7 @@ FREE_FIELDS = (
     "objective.time_dist_kwargs",
     "objective.weighting_kwargs",
     "objective.kwargs",
+    "source.kwargs",
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -41,6 +47,7 @@ def _own(name: str) -> Callable[[], Mapping]:
 
 
 # Field -> registry its value must be a key of. The same registries build the run.
+# OPTIONAL_NAMES may also be "" (the objective's own default).
 NAME_FIELDS: dict[str, Callable[[], Any]] = {
     "data.name": _attr("flowjax.data", "DATASETS"),
     "model.name": _attr("flowjax.models", "REGISTRY"),
@@ -51,6 +58,7 @@ NAME_FIELDS: dict[str, Callable[[], Any]] = {
     "objective.coupling": _attr("flowjax.couplings", "COUPLINGS"),
     "objective.time_dist": _attr("flowjax.objectives", "TIME_DISTS"),
     "objective.weighting": _attr("flowjax.objectives", "WEIGHTINGS"),
+    "source.name": _attr("flowjax.sources", "SOURCES"),
     "optim.name": _own("optim.OPTIMIZERS"),
     "optim.schedule": _own("optim.SCHEDULES"),
     "train.on_nonfinite": _own("step.NONFINITE_POLICIES"),
@@ -60,10 +68,109 @@ NAME_FIELDS: dict[str, Callable[[], Any]] = {
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The full default config (`configs/default.py`)."""
-    from configs import default
+    """The full default config: every field flowjax's trainer reads, with its default value.
 
-    return default.get_config()
+    On its own it trains flow matching on the 2D checkerboard with a small MLP. Names
+    (data.name, model.name, objective.*, source.name, optim.name/schedule, eval.solver,
+    eval.metric) are keys of the registries listed in `NAME_FIELDS`.
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "checkerboard"  # fj.data.DATASETS
+    c.data.batch_size = 256  # global batch, over all devices and processes
+    c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+    c.data.kwargs = ml_collections.ConfigDict()  # dataset options (e.g. gmm means=)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mlp"  # fj.models.REGISTRY
+    c.model.variant = "base"
+    c.model.dtype = "float32"  # compute dtype; parameters stay float32
+    c.model.overrides = ml_collections.ConfigDict()  # constructor arguments (e.g. dropout)
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = "flow_matching"  # fj.objectives.OBJECTIVES
+    c.objective.path = "condot"  # fj.paths.PATHS
+    c.objective.path_kwargs = ml_collections.ConfigDict()
+    c.objective.target = "velocity"  # what the network predicts: velocity, x1, eps, score
+    # Components by name; "" leaves the objective's own default (independent coupling,
+    # uniform times, uniform weighting). A name is passed to the objective, which must take it.
+    c.objective.coupling = ""  # fj.couplings.COUPLINGS (flow matching)
+    c.objective.coupling_kwargs = ml_collections.ConfigDict()
+    c.objective.time_dist = ""  # fj.objectives.TIME_DISTS
+    c.objective.time_dist_kwargs = ml_collections.ConfigDict()
+    c.objective.weighting = ""  # fj.objectives.WEIGHTINGS (diffusion)
+    c.objective.weighting_kwargs = ml_collections.ConfigDict()
+    c.objective.label_dropout = 0.0  # classifier-free guidance training (class-conditional)
+    c.objective.context_dropout = 0.0  # the same for a continuous context (null context)
+    c.objective.kwargs = ml_collections.ConfigDict()  # further objective arguments
+
+    # What x0 is drawn from (fj.sources.SOURCES), built into Experiment.source.
+    c.source = ml_collections.ConfigDict()
+    c.source.name = "standard_gaussian"
+    c.source.kwargs = ml_collections.ConfigDict()  # e.g. mean=, scale_diag= of "gaussian"
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-3
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.schedule = "cosine"  # or "constant" (both after a linear warmup)
+    c.optim.warmup_steps = 100
+    c.optim.min_lr_ratio = 0.0  # final lr / peak lr of the cosine
+    c.optim.grad_clip = 1.0  # global-norm clipping; 0 disables
+    c.optim.accum_steps = 1  # gradient accumulation micro-batches per step
+
+    c.ema = ml_collections.ConfigDict()
+    c.ema.decays = (0.999,)
+    c.ema.warmup = True  # decay min(d, (1 + step) / (10 + step))
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 5000
+    c.train.steps_per_dispatch = 10  # optimizer steps per jitted call (lax.scan)
+    # lax.scan unroll factor; 0: auto (no loop on CPU, where convolution gradients run
+    # ~10x slower inside loops, jax#12868; a rolled loop on GPU/TPU).
+    c.train.scan_unroll = 0
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000  # 0: only at the end
+    c.train.keep_checkpoints = 3
+    c.train.on_nonfinite = "stop"  # or "skip"
+    c.train.prefetch = 2  # dispatches of batches prepared ahead
+    c.train.async_checkpoint = True
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not used by fsdp
+    c.mesh.fsdp = 1
+    c.mesh.fsdp_min_size = 2**14  # arrays smaller than this stay replicated
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 1000  # 0: only at the end; -1: never
+    c.eval.at_start = False  # also evaluate the untrained model (step 0)
+    c.eval.num_samples = 2000
+    c.eval.solver = "heun"  # fj.sampling.SOLVERS
+    c.eval.num_steps = 50  # fixed steps; 0: adaptive steps at (rtol, atol)
+    c.eval.rtol = 1e-4
+    c.eval.atol = 1e-4
+    c.eval.metric = "auto"  # auto: energy distance for points, digits_fd for digits
+    c.eval.ema_index = 0  # which EMA to evaluate; -1: the raw parameters
+    c.eval.guidance = 1.0  # classifier-free guidance scale (1: plain conditional)
+    c.eval.batch_size = 1000  # samples per jitted sampling call
+    c.eval.t_eps = 0.0  # clamp t to [t_eps, 1 - t_eps] when converting predictions
+    c.eval.num_images = 64  # images in the saved sample grid
+    c.eval.seed = 1234
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.initialize = False  # call jax.distributed.initialize in the launcher
+    c.distributed.coordinator_address = ""  # "" = auto-detect (SLURM, TPU, ...)
+    c.distributed.num_processes = 0  # 0 = auto-detect
+    c.distributed.process_id = -1  # -1 = auto-detect
+    return c
+
+
+OPTIONAL_NAMES = ("objective.coupling", "objective.time_dist", "objective.weighting")
 
 
 def choices(field: str) -> list[str]:
@@ -138,6 +245,8 @@ def _number(config, field, *, low=None, high=None, low_open=False, high_open=Fal
 
 def _name(config, field) -> None:
     value = _get(config, field)
+    if field in OPTIONAL_NAMES and value == "":
+        return
     valid = choices(field)
     if value not in valid:
         _fail(field, f"unknown name {value!r}; valid choices: {valid}")
@@ -147,7 +256,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     """Checks a config before anything is built; raises a one-line ValueError naming the field.
 
     Args:
-      config: a full config (from `configs/*.py:get_config`).
+      config: a full config (`default_config()` with overrides, e.g. `configs/*.py`).
       num_devices: devices of the mesh (all processes together).
       num_processes: number of JAX processes.
     """
@@ -184,6 +293,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             _fail("ema.decays", f"every decay must be in [0, 1), got {d!r}")
     # Objective.
     _number(config, "objective.label_dropout", low=0, high=1, high_open=True)
+    _number(config, "objective.context_dropout", low=0, high=1, high_open=True)
     # Schedule of the loop.
     num_steps = _number(config, "train.num_steps", low=1, integer=True)
     _number(config, "train.steps_per_dispatch", low=1, integer=True)
@@ -250,8 +360,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             "eval.ema_index",
             f"{ema_index} but there are {len(decays)} EMA decay(s); -1: raw params",
         )
-    # Objective arguments (also resolves coupling/time_dist/weighting with their kwargs).
-    from flowjax.train.experiment import objective_kwargs
-
+    # The objective's own construction checks, with every name resolved but no teacher loaded.
     spec = importlib.import_module("flowjax.data").spec(config.data.name)
-    objective_kwargs(config, spec)
+    build_objective(config, spec, load_teacher=unloaded_teacher)

@@ -402,7 +402,7 @@ def restore(config, workdir: str, *, step: int | None = None, devices=None):
     """
     num_devices = len(devices) if devices is not None else jax.device_count()
     validate(config, num_devices, jax.process_count())
-    exp = build(config, devices)
+    exp = build(config, devices, objective=False)  # no objective: a student needs no teacher
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
         if step is None:
