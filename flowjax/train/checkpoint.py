@@ -90,6 +90,14 @@ def fingerprint(tree: Any) -> list[int]:
     return [int(v) for v in jax.device_get(sums)]
 
 
+def _on_all_processes(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def _one_line(error: BaseException, limit: int = 160) -> str:
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -146,6 +154,10 @@ class Checkpointer:
           ValueError: the checkpoint cannot be read, its state differs from the one saved
             (its fingerprint), or it was written by another number of processes.
         """
+        return self._verify(step, self._read(step, abstract_state))
+
+    def _read(self, step: int, abstract_state: Any) -> dict:
+        # No collectives here: a process that fails must not leave the others waiting.
         out = self._manager.restore(
             int(step),
             args=ocp.args.Composite(
@@ -160,6 +172,9 @@ class Checkpointer:
                 f"checkpoint {step} in {self.directory} was written by {len(states)} "
                 f"process(es); this run has {jax.process_count()}"
             )
+        return out
+
+    def _verify(self, step: int, out: dict) -> tuple[Any, Any, dict]:
         saved = out["data"].get("fingerprint")  # absent in checkpoints of older versions
         if saved is not None:
             got = fingerprint(out["state"])
@@ -171,6 +186,7 @@ class Checkpointer:
                 raise ValueError(
                     f"state differs from the one saved in {bad[0]} (and {len(bad) - 1} more)"
                 )
+        states = out["data"]["process_states"]
         return out["state"], states[jax.process_index()], out["config"]
 
     def step_path(self, step: int) -> str:
@@ -195,19 +211,29 @@ class Checkpointer:
         steps = sorted(self.all_steps(), reverse=True)
         for i, step in enumerate(steps):
             try:
-                state, data_state, config = self.restore(step, abstract_state)
+                out, error = self._read(step, abstract_state), None
             except _WrongProcessCount:
                 raise
-            except Exception as e:  # any unreadable or altered checkpoint, whatever the cause
-                where = f"checkpoint: step {step} at {self.step_path(step)} cannot be read"
-                if i + 1 == len(steps):
-                    raise CheckpointError(f"{where} ({_one_line(e)}); no intact checkpoint") from e
-                if jax.process_index() == 0:
-                    report(f"{where} ({_one_line(e)}); falling back to step {steps[i + 1]}")
-                continue
-            if set_aside:
-                self._set_aside(steps[:i])
-            return int(step), state, data_state, config
+            except Exception as e:  # any unreadable checkpoint, whatever the cause
+                out, error = None, e
+            if not _on_all_processes(error is None):
+                error = error or RuntimeError("another process could not read it")
+            else:
+                try:
+                    state, data_state, config = self._verify(step, out)
+                except ValueError as e:  # the same on every process (the fingerprint is global)
+                    error = e
+            if error is None:
+                if set_aside:
+                    self._set_aside(steps[:i])
+                return int(step), state, data_state, config
+            where = f"checkpoint: step {step} at {self.step_path(step)} cannot be read"
+            if i + 1 == len(steps):
+                raise CheckpointError(
+                    f"{where} ({_one_line(error)}); no intact checkpoint"
+                ) from error
+            if jax.process_index() == 0:
+                report(f"{where} ({_one_line(error)}); falling back to step {steps[i + 1]}")
         return None
 
     def _set_aside(self, steps: list[int]) -> None:
