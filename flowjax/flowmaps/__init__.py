@@ -48,7 +48,7 @@ from flowjax.flowmaps.progressive import Progressive as Progressive
 from flowjax.flowmaps.shortcut import Shortcut as Shortcut
 from flowjax.objectives import OBJECTIVES as _OBJECTIVES
 
-# name -> "module:Class": the flow-map entries of the global objectives registry (one source of truth there).
+# name -> "module:Class": the flow-map entries of the global objectives registry.
 FLOWMAP_OBJECTIVES: dict[str, str] = {
     name: target for name, target in _OBJECTIVES.items() if target.startswith("flowjax.flowmaps.")
 }
