@@ -51,11 +51,12 @@ def as_velocity(
 
 
 def cfg(
-    model_fn: Callable[[Array, Array, Array], Array],
-    y: Int[ArrayLike, " B"],
+    model_fn: Callable[..., Array],
+    y: Int[ArrayLike, " B"] | None = None,
     *,
-    null_label: int,
+    null_label: int | None = None,
     guidance: float,
+    context: ArrayLike | None = None,
 ) -> Callable[[Array, Array], Array]:
     """Classifier-free guidance (Ho & Salimans 2022) as a field v(x, t).
 
@@ -73,24 +74,43 @@ def cfg(
       y: class labels, shape (B,).
       null_label: the label of the unconditional model (`num_classes` in flowjax).
       guidance: the weight w (scalar; may be a traced array).
+      context: a float context (B, *C) instead of (or with) labels: then
+        model_fn(x, t, context) (or model_fn(x, t, y, context) with labels too), the null
+        context being a NaN row, which flowjax models read as their learned null context
+        (`fj.models.drop_context`). For a flowjax model use
+        `lambda x, t, c: model(x, t, context=c)`.
     """
-    y = jnp.asarray(y)
-    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-        raise ValueError(f"cfg: y must be integer labels of shape (B,), got {y.dtype}{y.shape}")
-    if isinstance(null_label, bool) or not isinstance(null_label, (int, np.integer)):
-        raise TypeError(f"cfg: null_label must be an int (num_classes), got {null_label!r}")
     if jnp.ndim(guidance) != 0:
         raise ValueError(f"cfg: guidance must be a scalar, got shape {jnp.shape(guidance)}")
-    y_both = jnp.concatenate([y, jnp.full_like(y, null_label)])
+    if y is None and context is None:
+        raise ValueError("cfg: give labels y or a context (or both)")
+    both = []
+    if y is not None:
+        y = jnp.asarray(y)
+        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(f"cfg: y must be integer labels of shape (B,), got {y.dtype}{y.shape}")
+        if isinstance(null_label, bool) or not isinstance(null_label, (int, np.integer)):
+            raise TypeError(f"cfg: null_label must be an int (num_classes), got {null_label!r}")
+        both.append(jnp.concatenate([y, jnp.full_like(y, null_label)]))
+    if context is not None:
+        context = jnp.asarray(context)
+        if context.ndim < 1 or not jnp.issubdtype(context.dtype, jnp.floating):
+            raise ValueError(
+                f"cfg: context must be a float array (B, *C), got {context.dtype}{context.shape}"
+            )
+        if y is not None and context.shape[0] != y.shape[0]:
+            raise ValueError(f"cfg: {y.shape[0]} labels but {context.shape[0]} contexts")
+        both.append(jnp.concatenate([context, jnp.full_like(context, jnp.nan)]))
+    num = (y if y is not None else context).shape[0]
 
     def v(x, t):
         x = jnp.asarray(x)
         b = x.shape[0]
-        if b != y.shape[0]:
-            raise ValueError(f"cfg: x has {b} examples but y has {y.shape[0]} labels")
+        if b != num:
+            raise ValueError(f"cfg: x has {b} examples but there are {num} labels / contexts")
         t = jnp.asarray(t, x.dtype)
         t_both = jnp.concatenate([t, t]) if t.ndim == 1 else t
-        out = model_fn(jnp.concatenate([x, x]), t_both, y_both)
+        out = model_fn(jnp.concatenate([x, x]), t_both, *both)
         v_c, v_u = out[:b], out[b:]
         w = jnp.asarray(guidance, out.dtype)
         return (1 - w) * v_u + w * v_c
