@@ -4,7 +4,10 @@ A coupling is a small immutable pytree called as
 
     x0, x1, labels = coupling(key, x0, x1, labels=None)
 
-It may reorder or resample the pairs but always keeps each label with its x1. The flow-matching
+It may reorder or resample the pairs but always keeps each label with its x1; `labels` may be
+any pytree of per-example arrays (e.g. {"label": (B,), "context": (B, *C)}), all kept with
+their x1. x0 can come from any source (`fj.sources`: a Gaussian, a GP, another dataset for
+data -> data transport): the couplings only see the two point clouds. The flow-matching
 objective reads `coupling.bridge_sigma` (0 except for `SchrodingerBridge`) to add Brownian-bridge
 noise to the path.
 
@@ -48,12 +51,13 @@ def _check_inputs(x0, x1, labels):
             f"coupling: x0 and x1 must have the same shape (B, *D), got {x0.shape} and {x1.shape}"
         )
     if labels is not None:
-        labels = jnp.asarray(labels)
-        if labels.shape != x1.shape[:1]:
-            raise ValueError(
-                f"coupling: labels must have shape ({x1.shape[0]},) to match x1 {x1.shape}, "
-                f"got {labels.shape}"
-            )
+        labels = jax.tree.map(jnp.asarray, labels)
+        for leaf in jax.tree.leaves(labels):
+            if leaf.ndim < 1 or leaf.shape[0] != x1.shape[0]:
+                raise ValueError(
+                    f"coupling: labels (and any other per-example arrays passed with them) must "
+                    f"have leading size {x1.shape[0]} to match x1 {x1.shape}, got {leaf.shape}"
+                )
     return x0, x1, labels
 
 
@@ -168,7 +172,7 @@ def _pairs_from_log_plan(key, log_plan, x0, x1, labels, replace):
             key, n * m, shape=(x1.shape[0],), replace=False, p=jax.nn.softmax(log_plan.reshape(-1))
         )
         i, j = idx // m, idx % m
-    return x0[i], x1[j], None if labels is None else labels[j]
+    return x0[i], x1[j], None if labels is None else jax.tree.map(lambda a: a[j], labels)
 
 
 # ------------------------------------------------------------------------------ exact OT
