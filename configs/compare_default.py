@@ -40,17 +40,18 @@ import ml_collections
 from configs import default
 
 # Variant catalogue: the objective fields of configs/default.py plus EDM preconditioning.
-# sigma_data = 0: the data's standard deviation, estimated from the training data.
+# sigma_data = 0: the data's standard deviation, estimated from the training data. A component
+# name "" is the objective's default (independent coupling, uniform t, uniform weighting).
 _OBJECTIVE_DEFAULTS = dict(
     name="diffusion",
     path="condot",
     path_kwargs={},
     target="velocity",
-    coupling="independent",
+    coupling="",
     coupling_kwargs={},
-    time_dist="uniform",
+    time_dist="",
     time_dist_kwargs={},
-    weighting="uniform",
+    weighting="",
     weighting_kwargs={},
 )
 

@@ -5,7 +5,7 @@ r"""Head-to-head comparison of training objectives (flow matching vs diffusion).
   python -m experiments.compare --config=configs/compare_digits.py --workdir=/tmp/cmp_digits
   python -m experiments.compare --workdir=/tmp/cmp --config.num_seeds=5 --config.datasets=gmm
 
-Writes DIR/report.md, DIR/results.json and PNG plots (see flowjax.compare).
+Writes DIR/report.md, DIR/results.json and PNG plots (see flowjax.studies.compare).
 """
 
 import os
@@ -31,17 +31,16 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import flowjax.compare
+    from flowjax.studies import compare
 
+    command = " ".join(["python -m experiments.compare", *sys.argv[1:]])
     try:
-        command = " ".join(["python -m experiments.compare", *sys.argv[1:]])
-        results = flowjax.compare.run(FLAGS.config, FLAGS.workdir, command=command)
+        results = compare.run(FLAGS.config, FLAGS.workdir, command=command)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")  # one line, exit status 1
     print(
         f"\nwall time {results['wall_seconds']:.0f} s (process CPU time "
-        f"{results['cpu_seconds']:.0f} s); report: "
-        f"{os.path.join(FLAGS.workdir, 'report.md')}"
+        f"{results['cpu_seconds']:.0f} s); report: {os.path.join(FLAGS.workdir, 'report.md')}"
     )
     for name, ds in results["datasets"].items():
         print(f"\n[{name}] findings:")

@@ -183,8 +183,7 @@ def _pyplot():
 
 def plot_curves(
     filename: str,
-    curves: Mapping[str, Mapping[str, Any]],
-    metrics: Sequence[str],
+    panels: Mapping[str, tuple[Mapping[str, Mapping[str, Any]], str]],
     *,
     x: str = "step",
     xlabel: str = "training step",
@@ -192,26 +191,27 @@ def plot_curves(
     hlines: Mapping[str, float] | None = None,
     xticks: Sequence[float] | None = None,
 ) -> str:
-    """One panel per metric: each arm's mean curve with its 95% band, log-log where positive.
+    """One panel per entry: each arm's mean curve with its 95% band, log-log where positive.
 
     Args:
-      curves: arm -> {x: [...] or {"mean": [...]}, metric: {"mean", "ci_low", "ci_high"}}.
-      hlines: metric -> a horizontal reference line (e.g. the threshold).
+      panels: panel title -> (curves, metric), curves: arm -> {x: [...] or {"mean": [...]},
+        metric: {"mean", "ci_low", "ci_high"}}.
+      hlines: panel title -> a horizontal reference line (e.g. the threshold).
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    for ax, m in zip(axes[0], metrics, strict=True):
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    for ax, (panel, (curves, m)) in zip(axes[0], panels.items(), strict=True):
         ys = []
         for i, (arm, c) in enumerate(curves.items()):
-            xs = c[x]["mean"] if isinstance(c[x], Mapping) else c[x]
-            xs = np.asarray(xs, float)
+            xs = np.asarray(c[x]["mean"] if isinstance(c[x], Mapping) else c[x], float)
             y = np.asarray(c[m]["mean"], float)
             ax.plot(xs, y, "-o", ms=3, color=f"C{i % 10}", label=arm)
             lo, hi = np.asarray(c[m]["ci_low"], float), np.asarray(c[m]["ci_high"], float)
             ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.15)
             ys.append(y)
-        if hlines and m in hlines:
-            ax.axhline(hlines[m], color="k", ls="--", lw=1, label="threshold")
+        if hlines and panel in hlines:
+            ax.axhline(hlines[panel], color="k", ls="--", lw=1, label="reference")
         ax.set_xscale("log")
         ys = np.concatenate(ys) if ys else np.zeros(0)
         if ys.size and np.all(ys[np.isfinite(ys)] > 0):
@@ -221,6 +221,7 @@ def plot_curves(
             ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(m)
+        ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     if title:

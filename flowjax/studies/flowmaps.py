@@ -1146,12 +1146,11 @@ def _plots(results: dict, pictures: dict, workdir: str) -> dict[str, list[str]]:
         files = [
             studies.plot_curves(
                 os.path.join(workdir, f"quality_vs_nfe_{name}.png"),
-                curves,
-                ds["metrics"],
+                {_METRIC_NAMES.get(m, m): (curves, m) for m in ds["metrics"]},
                 x="nfe",
                 xlabel="NFE (network evaluations per sample)",
                 title=f"{name}: quality against NFE (line: the teacher's reference solve)",
-                hlines={m: ref[m] for m in ds["metrics"]},
+                hlines={_METRIC_NAMES.get(m, m): ref[m] for m in ds["metrics"]},
                 xticks=ks,
             )
         ]

@@ -2,7 +2,8 @@
 
 Samples come from `fj.sampling.sample_ode` on the velocity field of the model (any
 prediction kind is converted by `fj.sampling.as_velocity`, guidance by `fj.sampling.cfg`),
-inside one jitted function per run. The metric compares them with
+inside one jitted function per run. The metric (a name of the one metric vocabulary,
+`fj.metrics.METRICS`, computed by `fj.metrics.Evaluator`) compares them with
 `fj.data.reference_samples` of the held-out split.
 """
 
@@ -18,42 +19,13 @@ import numpy as np
 
 __all__ = ["METRICS", "resolve_metric", "make_sampler", "compute_metric", "save_picture", "to_host"]
 
-
-def _energy(samples, reference):
-    from flowjax.metrics import energy_distance
-
-    return energy_distance(samples.reshape(len(samples), -1), reference.reshape(len(reference), -1))
-
-
-def _mmd(samples, reference):
-    from flowjax.metrics import mmd2
-
-    return mmd2(samples.reshape(len(samples), -1), reference.reshape(len(reference), -1))
-
-
-def _w2(samples, reference):
-    from flowjax.metrics import wasserstein2
-
-    return wasserstein2(samples.reshape(len(samples), -1), reference.reshape(len(reference), -1))
-
-
-def _digits_fd(samples, reference):
-    from flowjax.metrics import digits_fd
-
-    return digits_fd(samples, reference)
-
-
-# name -> metric(samples, reference) -> float (lower is better); "none" computes nothing.
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float] | None] = {
+# The trainer's `eval.metric`: a name of the one metric vocabulary (`fj.metrics.METRICS`) that
+# needs only samples and held-out data, "none", or "auto" (by dataset, then by kind of data).
+METRICS: dict[str, str | None] = {
     "auto": None,
     "none": None,
-    "energy": _energy,
-    "mmd": _mmd,
-    "w2": _w2,
-    "digits_fd": _digits_fd,
+    **{name: name for name in ("energy", "mmd", "w2", "digits_fd")},
 }
-
-# "auto": by dataset first, then by kind of data.
 AUTO_BY_DATASET = {"digits": "digits_fd"}
 AUTO_BY_KIND = {"points": "energy", "images": "none"}
 
@@ -62,7 +34,7 @@ def resolve_metric(name: str, spec) -> str:
     """The metric "auto" stands for on a dataset (see AUTO_BY_DATASET / AUTO_BY_KIND)."""
     if name != "auto":
         return name
-    return AUTO_BY_DATASET.get(spec.name, AUTO_BY_KIND[spec.kind])
+    return AUTO_BY_DATASET.get(spec.name, AUTO_BY_KIND.get(spec.kind, "none"))
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -121,9 +93,24 @@ def make_sampler(
     return jax.jit(draw, out_shardings=out_sharding)
 
 
-def compute_metric(name: str, samples: np.ndarray, reference: np.ndarray) -> float | None:
-    fn = METRICS[name]
-    return None if fn is None else float(fn(samples, reference))
+def compute_metric(
+    name: str, samples: np.ndarray, reference: np.ndarray, spec=None
+) -> float | None:
+    """`name` of samples against held-out data through `fj.metrics.Evaluator` (None for "none").
+
+    Without a dataset spec only the sample metrics (energy, mmd, w2, digits_fd) are available.
+    """
+    from flowjax import metrics
+
+    if name == "none":
+        return None
+    if spec is None:
+        from flowjax.data import DatasetSpec
+
+        spec = DatasetSpec("", tuple(np.shape(reference)[1:]), None, "points", make_source=None)
+    n = max(len(samples), len(reference))  # every sample and every reference point
+    options = metrics.EvalOptions(energy_samples=n, w2_samples=n)
+    return metrics.Evaluator(spec, (name,), reference=reference, options=options)(samples)[name]
 
 
 def _scatter(ax, x, reference):
