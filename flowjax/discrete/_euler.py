@@ -58,12 +58,13 @@ def sample_categorical(key, probs):
     )
 
 
-def euler_step(key, x_t, p, t, h, path: MixturePath, p0, corrector: float):
+def euler_step(key, x_t, p, t, h, path: MixturePath, p0, corrector):
     """One Euler step from t to t + h given the posterior p over the states (B, L, S)."""
     delta = jax.nn.one_hot(x_t, p.shape[-1], dtype=p.dtype)
     u = path.posterior_to_velocity(p, x_t, t)
-    if corrector:
-        u = u + corrector * path.corrector_velocity(p, x_t, t, p0)
+    # Corrector weight c (traced; c = 0 adds exactly nothing, also at t = 0 where it is infinite).
+    safe_t = jnp.where(corrector > 0, t, 0.5)
+    u = u + jnp.where(corrector > 0, corrector, 0.0) * path.corrector_velocity(p, x_t, safe_t, p0)
     u = jnp.maximum(u, 0.0) * (1 - delta)  # off-diagonal rates
     intensity = jnp.sum(u, axis=-1, keepdims=True)
     scale = h[:, None, None] / jnp.maximum(1.0, h[:, None, None] * intensity)
@@ -150,6 +151,6 @@ def sample_euler(
     )
     fn = guided_posterior(posterior, unconditional, guidance_scale, temperature)
     n = jnp.asarray(num_steps, jnp.int32)
-    x1 = _run(fn, x0, path, p0, key, n, num_states, t0, t1, corrector)
+    x1 = _run(fn, x0, path, p0, key, n, num_states, jnp.float32(t0), t1, jnp.float32(corrector))
     info = {"nfe": fn.nfe * num_steps, "ts": jnp.linspace(t0, t1, num_steps + 1)}
     return (x1, info) if return_info else x1

@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from flowjax.discrete._path import MixturePath, pad_posterior
 from flowjax.discrete._sources import AbstractDiscreteSource, check_tokens
 
-__all__ = ["MarkovTokens", "tv", "kl", "sequence_index"]
+__all__ = ["MarkovTokens", "OraclePosterior", "tv", "kl", "sequence_index"]
 
 
 class MarkovTokens(eqx.Module):
@@ -107,31 +107,7 @@ class MarkovTokens(eqx.Module):
 
     def _forward_backward(self, emis):
         """Scaled forward-backward; returns (posterior marginals (B, L, V), log Z (B,))."""
-
-        def fwd(alpha, inputs):
-            a, e = inputs
-            alpha = (alpha @ a) * e
-            z = jnp.sum(alpha, axis=-1, keepdims=True)
-            return alpha / z, (alpha / z, jnp.log(z[:, 0]))
-
-        a0 = self.init * emis[:, 0]
-        z0 = jnp.sum(a0, axis=-1, keepdims=True)
-        e_rest = jnp.moveaxis(emis[:, 1:], 1, 0)
-        _, (alphas, logz) = jax.lax.scan(fwd, a0 / z0, (self.trans, e_rest))
-        alphas = jnp.concatenate([(a0 / z0)[None], alphas], axis=0)  # (L, B, V)
-        log_z = jnp.log(z0[:, 0]) + jnp.sum(logz, axis=0)
-
-        def bwd(beta, inputs):
-            a, e = inputs
-            beta = (beta * e) @ a.T
-            return beta / jnp.sum(beta, axis=-1, keepdims=True), beta
-
-        b_last = jnp.ones_like(a0)
-        _, betas = jax.lax.scan(bwd, b_last, (self.trans, e_rest), reverse=True)
-        betas = jnp.concatenate([betas, b_last[None]], axis=0)
-        post = alphas * betas
-        post = post / jnp.sum(post, axis=-1, keepdims=True)
-        return jnp.moveaxis(post, 0, 1), log_z
+        return _forward_backward(self.init, self.trans, emis)
 
     def posterior(self, path, source, x_t, t) -> Float[Array, "B L V"]:
         """Exact p_{1|t}(x1^i = v | x_t) per position."""
@@ -179,9 +155,21 @@ class MarkovTokens(eqx.Module):
         vals = jax.lax.map(at, ts)  # (num_points, B)
         return 0.5 * jnp.asarray(weights) @ vals / (self.length * np.log(2.0))
 
-    def posterior_fn(self, path, source):
-        """The callable (x_t, t) -> exact posterior, as the samplers take it."""
-        return lambda x_t, t: self.posterior(path, source, x_t, t)
+    def posterior_fn(self, path, source) -> OraclePosterior:
+        """The callable (x_t, t) -> exact posterior, as the samplers take it (a pytree, so
+        jitted samplers compile once for every oracle of the same shapes)."""
+        return OraclePosterior(self, path, source)
+
+
+class OraclePosterior(eqx.Module):
+    """(x_t, t) -> the exact p_{1|t}(x1^i | x_t) of `oracle` under `path` and `source`."""
+
+    oracle: MarkovTokens
+    path: MixturePath
+    source: AbstractDiscreteSource
+
+    def __call__(self, x_t, t):
+        return self.oracle.posterior(self.path, self.source, x_t, t)
 
 
 def sequence_index(x: Int[Array, "n L"], vocab_size: int) -> Int[Array, " n"]:
@@ -208,3 +196,33 @@ def kl(samples: Int[Array, "n L"], oracle: MarkovTokens) -> Float[Array, ""]:
     return jnp.sum(
         jnp.where(q > 0, q * (jnp.log(jnp.maximum(q, 1e-38)) - jnp.log(oracle.probs())), 0.0)
     )
+
+
+@jax.jit
+def _forward_backward(init, trans, emis):
+    """Scaled forward-backward; returns (posterior marginals (B, L, V), log Z (B,))."""
+
+    def fwd(alpha, inputs):
+        a, e = inputs
+        alpha = (alpha @ a) * e
+        z = jnp.sum(alpha, axis=-1, keepdims=True)
+        return alpha / z, (alpha / z, jnp.log(z[:, 0]))
+
+    a0 = init * emis[:, 0]
+    z0 = jnp.sum(a0, axis=-1, keepdims=True)
+    e_rest = jnp.moveaxis(emis[:, 1:], 1, 0)
+    _, (alphas, logz) = jax.lax.scan(fwd, a0 / z0, (trans, e_rest))
+    alphas = jnp.concatenate([(a0 / z0)[None], alphas], axis=0)  # (L, B, V)
+    log_z = jnp.log(z0[:, 0]) + jnp.sum(logz, axis=0)
+
+    def bwd(beta, inputs):
+        a, e = inputs
+        beta = (beta * e) @ a.T
+        return beta / jnp.sum(beta, axis=-1, keepdims=True), beta
+
+    b_last = jnp.ones_like(a0)
+    _, betas = jax.lax.scan(bwd, b_last, (trans, e_rest), reverse=True)
+    betas = jnp.concatenate([betas, b_last[None]], axis=0)
+    post = alphas * betas
+    post = post / jnp.sum(post, axis=-1, keepdims=True)
+    return jnp.moveaxis(post, 0, 1), log_z
