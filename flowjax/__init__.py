@@ -10,7 +10,6 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "analytic",
-    "compare",
     "couplings",
     "data",
     "discrete",
