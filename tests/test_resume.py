@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from _scripts import launch
 
-from flowjax.train import Checkpointer, CheckpointError
+from flowjax.train import Checkpointer, CheckpointError, read_metrics
+from flowjax.train.writers import MetricWriter
 
 STEPS = 40
 
@@ -179,6 +180,34 @@ def test_sigkills_and_a_damaged_checkpoint_log_every_step_once_and_end_bit_ident
     full_log = [json.loads(line) for line in open(ref / "full" / "metrics.jsonl")]
     k_log = [json.loads(line) for line in open(tmp_path / "k" / "metrics.jsonl")][1:]
     assert [r["train/loss"] for r in full_log] == [r["train/loss"] for r in k_log]
+
+
+def test_metric_writer_drops_records_past_the_resume_step_and_torn_lines(tmp_path):
+    w = MetricWriter(str(tmp_path))
+    for step in (5, 10, 15):
+        w.write(step, {"train/loss": float(step)})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 20, "train/lo')  # killed while writing
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [5, 10, 15]
+    # Resuming from the last record's step: only the torn line goes.
+    w = MetricWriter(str(tmp_path), resume_step=15)
+    w.write(20, {"train/loss": 20.0})
+    w.close()
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [5, 10, 15, 20]
+    assert sorted(_tensorboard_points(tmp_path)) == [("train/loss", s) for s in (5, 10, 15, 20)]
+    # Resuming from step 10: 15 and 20 go from both; the events are written anew.
+    w = MetricWriter(str(tmp_path), resume_step=10)
+    w.write(15, {"train/loss": -15.0})
+    w.update(15, {"eval/energy": 1.5})  # an evaluation of that step joins its record
+    w.close()
+    records = read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [5, 10, 15]
+    assert records[-1] == {"step": 15, "train/loss": -15.0, "eval/energy": 1.5}
+    assert sorted(_tensorboard_points(tmp_path)) == [("train/loss", s) for s in (5, 10, 15)]
+    # From scratch (no checkpoint): nothing logged before is kept.
+    MetricWriter(str(tmp_path), resume_step=0).close()
+    assert read_metrics(str(tmp_path)) == [] and _tensorboard_points(tmp_path) == []
 
 
 def _small_state():
