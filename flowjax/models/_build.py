@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax import _registry
-from flowjax.models import dit, manifold_mlp, mlp, token_transformer, unet
+from flowjax.models import dit, manifold_mlp, mlp, sequence, token_transformer, unet
 
 # name -> (class, named variants). A new architecture is one entry here.
 REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, dict]]] = {
@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, dict]]] = {
     "unet": (unet.UNet, unet.VARIANTS),
     "dit": (dit.DiT, dit.VARIANTS),
     "token_transformer": (token_transformer.TokenTransformer, token_transformer.VARIANTS),
+    "sequence": (sequence.SequenceNet, sequence.VARIANTS),
     "manifold_mlp": (manifold_mlp.ManifoldMLP, manifold_mlp.VARIANTS),
 }
 
