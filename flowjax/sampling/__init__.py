@@ -1,22 +1,41 @@
-"""Samplers: adaptive/fixed ODE solves, reverse-time SDE, DDPM ancestral steps, guidance.
+"""Samplers: adaptive/fixed ODE solves on time grids, multistep diffusion solvers (DDIM,
+DPM-Solver++, UniPC), reverse-time SDE, DDPM ancestral steps, guidance.
 
 Everything runs inside `jax.jit` through diffrax or `lax.scan`; no host-side solver.
 """
 
+from flowjax.sampling import grids as grids
+from flowjax.sampling._ddim import DDIM as DDIM
 from flowjax.sampling._ddpm import sample_ddpm as sample_ddpm
+from flowjax.sampling._dpmpp import DPMSolverPP as DPMSolverPP
+from flowjax.sampling._exponential import AbstractMultistep as AbstractMultistep
 from flowjax.sampling._guidance import as_velocity as as_velocity
 from flowjax.sampling._guidance import cfg as cfg
 from flowjax.sampling._integrate import ADAPTIVE_SOLVERS as ADAPTIVE_SOLVERS
+from flowjax.sampling._integrate import ERROR_NORMS as ERROR_NORMS
 from flowjax.sampling._integrate import SOLVERS as SOLVERS
 from flowjax.sampling._integrate import get_solver as get_solver
 from flowjax.sampling._integrate import time_grid as time_grid
+from flowjax.sampling._multistep import MULTISTEP_SOLVERS as MULTISTEP_SOLVERS
+from flowjax.sampling._multistep import get_multistep as get_multistep
+from flowjax.sampling._multistep import sample_multistep as sample_multistep
 from flowjax.sampling._ode import sample_ode as sample_ode
 from flowjax.sampling._sde import diffusion_g2 as diffusion_g2
 from flowjax.sampling._sde import sample_sde as sample_sde
+from flowjax.sampling._unipc import UniPC as UniPC
 
 __all__ = [
     "ADAPTIVE_SOLVERS",
+    "AbstractMultistep",
+    "DDIM",
+    "DPMSolverPP",
+    "ERROR_NORMS",
+    "MULTISTEP_SOLVERS",
     "SOLVERS",
+    "UniPC",
+    "get_multistep",
+    "grids",
+    "sample_multistep",
     "as_velocity",
     "cfg",
     "diffusion_g2",

@@ -25,15 +25,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from flowjax.paths import AffinePath, canonical_kind, convert
-from flowjax.sampling._integrate import check_steps, check_x, time_grid
-from flowjax.sampling._ode import check_times
+from flowjax.sampling import grids as _grids
+from flowjax.sampling._integrate import check_source, check_steps, check_x
+from flowjax.sampling._ode import check_times, grid_times
 
 __all__ = ["sample_ddpm"]
 
 
 @eqx.filter_jit
-def _run(model, x0, key, t0, t1, *, path, kind, num_steps):
-    ts = time_grid(t0, t1, num_steps, x0.dtype)
+def _run(model, x0, key, ts, *, path, kind, num_steps):
     keys = jax.random.split(key, num_steps)
     last = jnp.arange(num_steps) == num_steps - 1
 
@@ -69,14 +69,16 @@ def sample_ddpm(
     *,
     path: AffinePath,
     key: PRNGKeyArray,
-    num_steps: int,
+    num_steps: int | None = None,
     kind: str = "eps",
     t0: float = 0.0,
     t1: float = 1.0,
+    grid: _grids.AbstractGrid | Float[ArrayLike, " N1"] | None = None,
+    source=None,
 ) -> tuple[Float[Array, "B *D"], dict]:
     """Ancestral sampling with the Gaussian posterior of the path's forward process.
 
-    Steps along the uniform grid t0 = t_0 < ... < t_N = t1. Step i draws
+    Steps along a time grid t_0 < ... < t_N (uniform from t0 to t1 by default). Step i draws
     x_{i+1} ~ q(x_{t_{i+1}} | x_{t_i}, x1 = E[x1 | x_{t_i}]) (module docstring); the last
     step returns the posterior mean (no noise; at t1 = 1 that is the data prediction).
     Step i uses the noise `jax.random.normal(jax.random.split(key, N)[i], x.shape)`.
@@ -89,15 +91,22 @@ def sample_ddpm(
       num_steps: number of ancestral steps N.
       kind: what the model predicts: "eps", "x1", "velocity" or "score".
       t0, t1: grid ends, t0 < t1. eps/score models need alpha(t0) > 0 (t0 > 0 on CondOT).
+      grid: time grid (`fj.sampling.grids` object or array of N + 1 times, used exactly).
+      source: None or `fj.sources.StandardGaussian()`; any other source raises (the
+        posterior steps are those of the N(0, I) noising process).
 
     Returns:
-      (x(t1), info) with info["nfe"] = num_steps.
+      (x(t1), info) with info["nfe"] = num_steps and info["ts"] the grid times.
     """
     x0 = check_x(x0, "x0", "sample_ddpm")
-    num_steps = check_steps(num_steps, "sample_ddpm", required=True)
+    check_source(source, "sample_ddpm")
+    num_steps = check_steps(num_steps, "sample_ddpm", required=grid is None)
     kind = canonical_kind(kind, "kind")
     if not isinstance(path, AffinePath):
         raise TypeError(f"sample_ddpm: path must be an AffinePath, got {path!r}")
     check_times(t0, t1, "sample_ddpm", forward=True)
-    t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
-    return _run(model, x0, key, t0, t1, path=path, kind=kind, num_steps=num_steps)
+    grid, num_steps = _grids.resolve(grid, num_steps, t0, t1, "sample_ddpm")
+    ts, head = grid_times(grid, num_steps, t0, t1, num_steps + 1, x0.dtype, "sample_ddpm")
+    x, info = _run(model, x0, key, ts, path=path, kind=kind, num_steps=num_steps)
+    info["ts"] = head
+    return x, info

@@ -16,8 +16,18 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+import optimistix as optx
 
-__all__ = ["SOLVERS", "ADAPTIVE_SOLVERS", "get_solver", "integrate", "time_grid", "check_x"]
+__all__ = [
+    "SOLVERS",
+    "ADAPTIVE_SOLVERS",
+    "ERROR_NORMS",
+    "get_solver",
+    "integrate",
+    "time_grid",
+    "check_x",
+    "check_source",
+]
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -66,6 +76,26 @@ def check_x(x, name: str, caller: str):
     return x
 
 
+def check_source(source, caller: str) -> None:
+    """Accepts only the standard Gaussian source (None or `fj.sources.StandardGaussian()`).
+
+    The SDE and ancestral samplers are built on the path's Gaussian noising process, whose
+    marginal at t = 0 is N(0, I); any other source has a different forward process.
+    """
+    if source is None:
+        return
+    try:  # lazily: flowjax.sources is optional for this module
+        from flowjax.sources import StandardGaussian
+    except ImportError:
+        StandardGaussian = None
+    if StandardGaussian is not None and isinstance(source, StandardGaussian):
+        return
+    raise ValueError(
+        f"{caller}: source must be None or fj.sources.StandardGaussian() (its noising process "
+        f"starts from N(0, I)), got {type(source).__name__}; use sample_ode for other sources"
+    )
+
+
 def check_steps(num_steps, caller: str, *, required: bool = False):
     if num_steps is None and not required:
         return None
@@ -93,6 +123,46 @@ def batch_max_rms_norm(y) -> jax.Array:
     sq = sum(jnp.sum(jnp.reshape(jnp.abs(leaf) ** 2, (b, -1)), axis=1) for leaf in leaves)
     n = sum(math.prod(leaf.shape[1:]) for leaf in leaves)
     return jnp.sqrt(jnp.max(sq) / n)
+
+
+# The adaptive controller's error norm, applied to the scaled error
+# e = y_error / (atol + rtol max(|y0|, |y1|)) (Hairer, Norsett & Wanner, "Solving ODEs I",
+# sec. II.4, eq. (4.11)); a step is accepted when norm(e) <= 1.
+#   "rms": the RMS over the whole state, as diffrax (optimistix.rms_norm), torchdiffeq and
+#     scipy do; rtol / atol then mean what they mean there. The default.
+#   "per_example": the largest per-example RMS; every example meets the tolerance as if solved
+#     alone. Choose it when each example's accuracy matters on its own (per-example
+#     likelihoods, a batch mixing easy and hard examples): it can take more steps.
+ERROR_NORMS: dict[str, Callable] = {"rms": optx.rms_norm, "per_example": batch_max_rms_norm}
+
+
+def get_norm(name: str, caller: str) -> Callable:
+    if not isinstance(name, str) or name not in ERROR_NORMS:
+        raise ValueError(
+            f"{caller}: unknown error_norm {name!r}; valid norms: {', '.join(ERROR_NORMS)}"
+        )
+    return ERROR_NORMS[name]
+
+
+class GridSteps(diffrax.AbstractStepSizeController):
+    """Steps to the times ts[1], ts[2], ... (diffrax's StepTo without its shape checks).
+
+    `ts` is padded past the last time with repeats of it, so one compiled solve serves every
+    grid and step count up to its length (the grid itself is checked by `grids.resolve`).
+    """
+
+    ts: jax.Array
+
+    def wrap(self, direction):
+        return GridSteps(self.ts * direction)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t0, t1, y0, dt0, args, func, error_order
+        return self.ts[1], jnp.asarray(2, jnp.int32)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        del t0, y0, y1_candidate, args, y_error, error_order
+        return True, t1, self.ts[state], False, state + 1, diffrax.RESULTS.successful
 
 
 # Consecutive attempts with a non-finite candidate after which a solve is abandoned: the
@@ -167,14 +237,17 @@ def integrate(
     atol,
     max_steps: int,
     save_ts=None,
+    ts=None,
+    error_norm: str = "rms",
     caller: str,
 ):
     """Solves dy/dt = fn(t, y) from t0 to t1 (either direction) with diffrax.
 
     Every leaf of y leads with the batch axis. With `num_steps` (an int, may be a traced
     array: the step count is a run-time value, so one compiled solve serves every count up
-    to `max_steps`) the steps are constant, dt = (t1 - t0) / num_steps; with None a PID
-    controller at (rtol, atol) using `batch_max_rms_norm` adapts them.
+    to `max_steps`) the steps are constant, dt = (t1 - t0) / num_steps, or go to the times
+    `ts` (padded past ts[num_steps] = t1, see `GridSteps`); with None a PID controller at
+    (rtol, atol) using `ERROR_NORMS[error_norm]` adapts them.
 
     Returns:
       (y(t1), ys at save_ts or None, info) with info["nfe"] the exact number of calls of fn,
@@ -187,10 +260,12 @@ def integrate(
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     if adaptive:
         controller = _CountingPID(
-            diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms_norm)
+            diffrax.PIDController(rtol=rtol, atol=atol, norm=get_norm(error_norm, caller))
         )
         # An explicit first step keeps the NFE count independent of diffrax's heuristic.
         dt0 = 0.01 * (t1 - t0)
+    elif ts is not None:
+        controller, dt0 = GridSteps(jnp.asarray(ts, dtype)), None
     else:
         controller = diffrax.ConstantStepSize()
         dt0 = (t1 - t0) / jnp.asarray(num_steps, dtype)

@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from flowjax.sampling import grids as _grids
 from flowjax.sampling._integrate import (
     check_steps,
     check_x,
+    get_norm,
     get_solver,
     integrate,
-    time_grid,
 )
 
 __all__ = ["sample_ode"]
@@ -59,7 +60,9 @@ def as_field_fn(v: VelocityField, caller: str):
 
 
 @eqx.filter_jit
-def _solve(v, x0, t0, t1, num_steps, rtol, atol, save_ts, *, solver, max_steps):
+def _solve(v, x0, t0, t1, num_steps, rtol, atol, save_ts, ts, *, solver, max_steps, error_norm):
+    if ts is not None:
+        t0, t1 = ts[0], ts[num_steps]
     return integrate(
         as_field_fn(v, "sample_ode"),
         x0,
@@ -71,6 +74,8 @@ def _solve(v, x0, t0, t1, num_steps, rtol, atol, save_ts, *, solver, max_steps):
         atol=atol,
         max_steps=max_steps,
         save_ts=save_ts,
+        ts=ts,
+        error_norm=error_norm,
         caller="sample_ode",
     )
 
@@ -87,6 +92,25 @@ def solve_args(x, t0, t1, num_steps, rtol, atol, max_steps):
     return t0, t1, jnp.asarray(num_steps, jnp.int32), None, None, max(max_steps, num_steps)
 
 
+def grid_times(grid, num_steps: int, t0, t1, size: int, dtype, caller: str):
+    """(padded times (size,), the num_steps + 1 times used) of a resolved grid.
+
+    Named grids are computed by one compiled program per grid type and size (the step count
+    and ends are run-time values); explicit arrays are padded on the host when concrete.
+    """
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
+    if isinstance(grid, _grids.Explicit):
+        ts = grid.times(num_steps, t0, t1, size)
+        if isinstance(ts, jax.core.Tracer):
+            ts = _grids.check_grid_at_run_time(ts, num_steps, t0, t1, caller)
+    else:
+        ts = _grids.padded_times(grid, jnp.asarray(num_steps, jnp.int32), t0, t1, size=size)
+    if isinstance(ts, jax.core.Tracer):
+        return ts, ts[: num_steps + 1]
+    # A host copy of the head: slicing on device would compile once per step count.
+    return ts, jax.device_put(np.asarray(ts)[: num_steps + 1])
+
+
 def sample_ode(
     v: VelocityField,
     x0: Float[ArrayLike, "B *D"],
@@ -99,16 +123,21 @@ def sample_ode(
     max_steps: int = 4096,
     save_ts: Float[ArrayLike, " T"] | None = None,
     return_trajectory: bool = False,
+    grid: _grids.AbstractGrid | Float[ArrayLike, " N1"] | None = None,
+    error_norm: str = "rms",
 ) -> tuple[Float[Array, "B *D"], dict]:
     """Transports x0 at time t0 to time t1 along dx/dt = v(x, t).
 
-    Fixed steps dt = (t1 - t0) / num_steps when `num_steps` is given (diffrax's
-    ConstantStepSize); adaptive steps with a PID controller at (rtol, atol) otherwise. The
-    step count, times and tolerances are run-time values: changing them does not recompile.
-    The whole batch shares one step size; the error norm is the largest per-example RMS, so
-    every example meets the tolerance. Time may run backwards (t0 > t1), e.g. to encode data
-    into noise. Works under `jax.jit` and `jax.vmap` (each vmapped solve then reports its own
-    counts, as if run alone).
+    Fixed steps on a time grid when `num_steps` or an array `grid` is given (uniform by
+    default; `fj.sampling.grids.EDM(path)`, `LogSNR(path)`, `Shift()` or an explicit array of
+    num_steps + 1 times, used exactly); adaptive steps with a PID controller at (rtol, atol)
+    otherwise. The step count, grid values, times and tolerances are run-time values:
+    changing them does not recompile. The whole batch shares one step size; the adaptive
+    error norm is the RMS over the whole state (`error_norm="rms"`, as diffrax and
+    torchdiffeq), or the largest per-example RMS (`"per_example"`: every example meets the
+    tolerance as if solved alone; more steps when examples differ in difficulty). Time may
+    run backwards (t0 > t1), e.g. to encode data into noise. Works under `jax.jit` and
+    `jax.vmap` (each vmapped solve then reports its own counts, as if run alone).
 
     Args:
       v: velocity field v(x, t) -> (B, *D) with x of shape (B, *D) and t a scalar.
@@ -123,11 +152,16 @@ def sample_ode(
       save_ts: times (monotone from t0 towards t1) at which to also return the state, from
         the solver's dense interpolant between steps.
       return_trajectory: with fixed steps and no save_ts, save at every grid time.
+      grid: the time grid of a fixed-step solve: a `fj.sampling.grids` object or an array.
+        A noise-level grid (EDM, LogSNR) may start after t0 (at sigma_max): the solve then
+        starts there from x0.
+      error_norm: "rms" (default) or "per_example", the adaptive controller's norm.
 
     Returns:
       (x(t1), info) with info["nfe"] the exact number of evaluations of v,
-      info["num_steps"], and for adaptive solves info["num_accepted"] and
-      info["num_rejected"]; with saving also info["ts"] (T,) and info["trajectory"] (T, B, *D).
+      info["num_steps"], for fixed steps info["ts"] (the num_steps + 1 grid times), for
+      adaptive solves info["num_accepted"] and info["num_rejected"]; with saving also
+      info["save_ts"] / info["ts"] (T,) and info["trajectory"] (T, B, *D).
 
     Raises:
       ValueError: bad shapes or options, at call time. At run time (an `equinox` runtime
@@ -135,8 +169,11 @@ def sample_ode(
     """
     x0 = check_x(x0, "x0", "sample_ode")
     num_steps = check_steps(num_steps, "sample_ode")
-    get_solver(solver, adaptive=num_steps is None)
     check_times(t0, t1, "sample_ode")
+    get_norm(error_norm, "sample_ode")
+    if grid is not None or num_steps is not None:
+        grid, num_steps = _grids.resolve(grid, num_steps, t0, t1, "sample_ode")
+    get_solver(solver, adaptive=num_steps is None)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"sample_ode: max_steps must be a positive integer, got {max_steps!r}")
     if num_steps is None:
@@ -144,23 +181,40 @@ def sample_ode(
             val = _concrete(tol)
             if val is not None and not val > 0:
                 raise ValueError(f"sample_ode: {name} must be positive, got {tol!r}")
-    if return_trajectory and save_ts is None:
-        if num_steps is None:
-            raise ValueError(
-                "sample_ode: return_trajectory with adaptive steps needs save_ts (the step "
-                "times are not known in advance); pass save_ts or num_steps"
-            )
-        save_ts = time_grid(t0, t1, num_steps, x0.dtype)
+    if return_trajectory and save_ts is None and num_steps is None:
+        raise ValueError(
+            "sample_ode: return_trajectory with adaptive steps needs save_ts (the step "
+            "times are not known in advance); pass save_ts or num_steps"
+        )
+    t0, t1, steps, rtol, atol, cap = solve_args(x0, t0, t1, num_steps, rtol, atol, max_steps)
+    ts = head = None
+    if num_steps is not None:
+        ts, head = grid_times(grid, num_steps, t0, t1, cap + 1, x0.dtype, "sample_ode")
+        if return_trajectory and save_ts is None:
+            save_ts = head
     if save_ts is not None:
         save_ts = jnp.asarray(save_ts, x0.dtype)
         if save_ts.ndim != 1 or save_ts.shape[0] < 1:
             raise ValueError(
                 f"sample_ode: save_ts must be a 1-D array of times, got {save_ts.shape}"
             )
-    t0, t1, num_steps, rtol, atol, cap = solve_args(x0, t0, t1, num_steps, rtol, atol, max_steps)
     x1, xs, info = _solve(
-        v, x0, t0, t1, num_steps, rtol, atol, save_ts, solver=solver, max_steps=cap
+        v,
+        x0,
+        t0,
+        t1,
+        steps,
+        rtol,
+        atol,
+        save_ts,
+        ts,
+        solver=solver,
+        max_steps=cap,
+        error_norm=error_norm,
     )
+    if head is not None:
+        info["ts"] = head
     if save_ts is not None:
-        info["ts"], info["trajectory"] = save_ts, xs
+        info["save_ts"], info["trajectory"] = save_ts, xs
+        info["ts"] = save_ts if head is None else info["ts"]
     return x1, info

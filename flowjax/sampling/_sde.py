@@ -32,8 +32,16 @@ import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from flowjax.paths import AffinePath, convert
-from flowjax.sampling._integrate import check_steps, check_x
-from flowjax.sampling._ode import _concrete, as_field_fn, check_times, sample_ode, solve_args
+from flowjax.sampling import grids as _grids
+from flowjax.sampling._integrate import GridSteps, check_source, check_steps, check_x
+from flowjax.sampling._ode import (
+    _concrete,
+    as_field_fn,
+    check_times,
+    grid_times,
+    sample_ode,
+    solve_args,
+)
 
 __all__ = ["sample_sde", "diffusion_g2"]
 
@@ -48,7 +56,7 @@ def diffusion_g2(path: AffinePath, t: ArrayLike) -> Array:
 
 
 @eqx.filter_jit
-def _solve(v, score, x0, key, noise, t0, t1, num_steps, *, path, max_steps):
+def _solve(v, score, x0, key, noise, ts, num_steps, *, path, max_steps):
     field = as_field_fn(v, "sample_sde")
 
     def drift(t, x, args):
@@ -68,11 +76,11 @@ def _solve(v, score, x0, key, noise, t0, t1, num_steps, *, path, max_steps):
     sol = diffrax.diffeqsolve(
         terms,
         diffrax.Euler(),  # Ito: Euler-Maruyama
-        t0=t0,
-        t1=t1,
-        dt0=(t1 - t0) / num_steps.astype(x0.dtype),
+        t0=ts[0],
+        t1=ts[num_steps],
+        dt0=None,
         y0=x0,
-        stepsize_controller=diffrax.ConstantStepSize(),
+        stepsize_controller=GridSteps(ts),
         saveat=diffrax.SaveAt(t1=True),
         max_steps=max_steps,
         throw=False,
@@ -96,11 +104,13 @@ def sample_sde(
     *,
     path: AffinePath,
     key: PRNGKeyArray,
-    num_steps: int,
+    num_steps: int | None = None,
     noise: float = 1.0,
     t0: float = 1e-3,
     t1: float = 1.0,
     score: Callable[[Array, Array], Array] | None = None,
+    grid: _grids.AbstractGrid | Float[ArrayLike, " N1"] | None = None,
+    source=None,
 ) -> tuple[Float[Array, "B *D"], dict]:
     """Samples with Euler-Maruyama on dx = [u + noise g^2/2 score] dt + sqrt(noise) g dW.
 
@@ -121,24 +131,34 @@ def sample_sde(
       noise: the noise level eps >= 0.
       t0, t1: start and end times, t0 < t1.
       score: optional score field score(x, t) (one extra call per step).
+      grid: time grid (`fj.sampling.grids` object or array of num_steps + 1 times);
+        uniform on [t0, t1] by default.
+      source: None or `fj.sources.StandardGaussian()`; any other source raises (the SDE is
+        the noising process of N(0, I) noise).
 
     Returns:
-      (x(t1), info) with info["nfe"] the number of evaluations of v (= num_steps).
+      (x(t1), info) with info["nfe"] the number of evaluations of v (= num_steps) and
+      info["ts"] the grid times.
       Forward-mode differentiable only (the Brownian path draws fresh increments per step).
     """
     x0 = check_x(x0, "x0", "sample_sde")
-    num_steps = check_steps(num_steps, "sample_sde", required=True)
+    check_source(source, "sample_sde")
+    num_steps = check_steps(num_steps, "sample_sde", required=grid is None)
     if not isinstance(path, AffinePath):
         raise TypeError(f"sample_sde: path must be an AffinePath, got {path!r}")
     check_times(t0, t1, "sample_sde", forward=True)
+    grid, num_steps = _grids.resolve(grid, num_steps, t0, t1, "sample_sde")
     val = _concrete(noise)
     if val is not None and (val.ndim != 0 or not val >= 0):
         raise ValueError(f"sample_sde: noise must be a scalar >= 0, got {noise!r}")
     if val is not None and val == 0:
         # The probability-flow ODE: solved as such, so that noise = 0 is exactly the Euler
         # ODE sampler (the SDE program computes the same steps but may round differently).
-        x1, info = sample_ode(v, x0, solver="euler", num_steps=num_steps, t0=t0, t1=t1)
-        return x1, {"nfe": info["nfe"]}
+        x1, info = sample_ode(v, x0, solver="euler", num_steps=num_steps, t0=t0, t1=t1, grid=grid)
+        return x1, {"nfe": info["nfe"], "ts": info["ts"]}
     t0, t1, steps, _, _, cap = solve_args(x0, t0, t1, num_steps, None, None, 4096)
+    ts, head = grid_times(grid, num_steps, t0, t1, cap + 1, x0.dtype, "sample_sde")
     noise = jnp.asarray(noise, x0.dtype)
-    return _solve(v, score, x0, key, noise, t0, t1, steps, path=path, max_steps=cap)
+    x1, info = _solve(v, score, x0, key, noise, ts, steps, path=path, max_steps=cap)
+    info["ts"] = head
+    return x1, info
