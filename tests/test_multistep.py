@@ -272,3 +272,27 @@ def test_agrees_with_diffusers_schedulers(name):
     # Negative control: another solver on the same predictions misses by far more.
     other = "ddim" if name != "ddim" else "dpm++2m"
     assert np.max(np.abs(ours(other) - ref)) > 1e-3 * scale
+
+
+def test_sampler_specs_spend_exactly_their_nfe():
+    path = PATHS["condot"]
+    f = Counter(lambda x, t: 0.5 * x)
+    x0 = jax.random.normal(jax.random.key(5), (4, 2))
+    for spec in fj.sampling.SAMPLER_SPECS:
+        f.calls = 0
+        # x1 -> velocity is singular at t = 1, which Heun visits: clamp the time (t_eps).
+        x, info = fj.sampling.sample_with(spec, f, x0, kind="x1", path=path, nfe=10, t_eps=1e-3)
+        assert int(info["nfe"]) == f.calls == 10, spec
+        assert bool(jnp.all(jnp.isfinite(x))), spec
+    heun = fj.sampling.parse_sampler("heun@edm")
+    assert (heun.solver, heun.grid, heun.num_steps(10)) == ("heun", "edm", 5)
+    assert fj.sampling.parse_sampler("dpm++2m").grid == "logsnr"
+    for bad, match in (
+        ("rk4@edm", "unknown solver 'rk4'"),
+        ("heun@karras", "unknown grid 'karras'"),
+        ("dopri5", "unknown solver"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            fj.sampling.parse_sampler(bad)
+    with pytest.raises(ValueError, match="multiple of 2, got 9"):
+        fj.sampling.sample_with("heun", f, x0, kind="x1", path=path, nfe=9)

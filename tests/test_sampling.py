@@ -453,6 +453,23 @@ def test_ddpm_is_ho_algorithm_2_on_vp(gmm, fields):
 def test_sde_and_ddpm_errors(fields):
     path, v = fields["condot"]
     x0, key = noise(20, 4), jax.random.key(0)
+    # Only the standard Gaussian source: their noising process starts from N(0, I).
+    samplers = {
+        "sde": lambda **kw: fj.sampling.sample_sde(v, x0, path=path, key=key, num_steps=4, **kw),
+        "ddpm": lambda **kw: fj.sampling.sample_ddpm(
+            v, x0, path=path, key=key, num_steps=4, kind="velocity", **kw
+        ),
+    }
+    try:
+        standard = fj.sources.StandardGaussian()
+    except (ImportError, AttributeError):  # flowjax.sources is written concurrently
+        standard = None
+    for run in samplers.values():
+        with pytest.raises(ValueError, match="source must be None or fj.sources.StandardGaussian"):
+            run(source=object())
+        run(source=None)
+        if standard is not None:
+            run(source=standard)
     with pytest.raises(ValueError, match="t0 < t1"):
         fj.sampling.sample_sde(v, x0, path=path, key=key, num_steps=4, t0=1.0, t1=0.5)
     with pytest.raises(ValueError, match="noise must be a scalar >= 0"):

@@ -22,6 +22,10 @@ from flowjax.sampling._multistep import sample_multistep as sample_multistep
 from flowjax.sampling._ode import sample_ode as sample_ode
 from flowjax.sampling._sde import diffusion_g2 as diffusion_g2
 from flowjax.sampling._sde import sample_sde as sample_sde
+from flowjax.sampling._spec import SAMPLER_SPECS as SAMPLER_SPECS
+from flowjax.sampling._spec import SamplerSpec as SamplerSpec
+from flowjax.sampling._spec import parse_sampler as parse_sampler
+from flowjax.sampling._spec import sample_with as sample_with
 from flowjax.sampling._unipc import UniPC as UniPC
 
 __all__ = [
@@ -31,10 +35,13 @@ __all__ = [
     "DPMSolverPP",
     "ERROR_NORMS",
     "MULTISTEP_SOLVERS",
+    "SAMPLER_SPECS",
     "SOLVERS",
+    "SamplerSpec",
     "UniPC",
     "get_multistep",
     "grids",
+    "parse_sampler",
     "sample_multistep",
     "as_velocity",
     "cfg",
@@ -43,5 +50,6 @@ __all__ = [
     "sample_ddpm",
     "sample_ode",
     "sample_sde",
+    "sample_with",
     "time_grid",
 ]
