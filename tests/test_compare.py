@@ -1,4 +1,6 @@
-"""The head-to-head harness: statistics, arm resolution (ablations), and a tiny full run."""
+"""The head-to-head study: arm resolution (ablations), analysis of recorded runs, the switched
+programs, and a tiny full run (reproducible, report consistent with the recorded curves).
+The statistics themselves are tested in tests/test_studies_core.py."""
 
 import json
 import math
@@ -6,66 +8,10 @@ import re
 
 import numpy as np
 import pytest
-import scipy.stats
 
 from configs import compare_default
-from flowjax import compare
-from flowjax.compare import _report
-
-# ------------------------------------------------------------------------------ statistics
-
-
-def test_mean_ci_is_the_student_t_interval():
-    st = compare.mean_ci([1.0, 2.0, 3.0])
-    half = scipy.stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # sd = 1
-    assert st["mean"] == 2.0 and st["n"] == 3
-    assert st["ci_low"] == pytest.approx(2.0 - half, rel=1e-12)
-    assert st["ci_high"] == pytest.approx(2.0 + half, rel=1e-12)
-    assert half == pytest.approx(2.4841377, rel=1e-6)
-
-
-def test_mean_ci_collapses_for_identical_values_and_is_undefined_for_one():
-    st = compare.mean_ci([0.25, 0.25, 0.25])
-    assert st["ci_low"] == st["ci_high"] == st["mean"] == 0.25
-    one = compare.mean_ci([0.25, None, float("nan")])
-    assert one["n"] == 1 and one["mean"] == 0.25
-    assert math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
-
-
-def test_paired_log_ratio_is_a_t_interval_on_log_ratios():
-    st = compare.paired_log_ratio([4.0, 8.0, None], [2.0, 2.0, 3.0])
-    d = np.log([2.0, 4.0])
-    half = scipy.stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / math.sqrt(2)
-    assert st["n"] == 2 and st["n_missing"] == 1
-    assert st["ratio"] == pytest.approx(math.sqrt(8.0), rel=1e-12)  # geometric mean of 2 and 4
-    assert st["ci_low"] == pytest.approx(math.exp(d.mean() - half), rel=1e-12)
-    assert st["ci_high"] == pytest.approx(math.exp(d.mean() + half), rel=1e-12)
-    same = compare.paired_log_ratio([3.0, 6.0], [1.0, 2.0])
-    assert same["ratio"] == same["ci_low"] == same["ci_high"] == pytest.approx(3.0, rel=1e-12)
-
-
-def test_steps_to_threshold():
-    steps, values = [10, 100, 1000], [1.0, 0.0, 0.5]
-    # Linear in log(step) between (10, 1) and (100, 0): value 0.5 at sqrt(10 * 100).
-    assert compare.steps_to_threshold(steps, values, 0.5) == pytest.approx(math.sqrt(1000.0))
-    assert compare.steps_to_threshold(steps, values, 0.5, interpolate=False) == 100
-    assert compare.steps_to_threshold(steps, values, 2.0) == 10  # the first evaluation
-    assert compare.steps_to_threshold(steps, values, -1.0) is None
-    # The first crossing counts, even if the curve goes back up later.
-    assert compare.steps_to_threshold([1, 2, 4], [3.0, 1.0, 5.0], 1.0) == 2
-    assert compare.steps_to_threshold([1, 2], [float("nan"), 0.1], 0.5) == 2
-    assert compare.value_at_step([0, 10, 20], [0.0, 1.0, 3.0], 15.0) == pytest.approx(2.0)
-
-
-def test_eval_steps_are_log_spaced_multiples_of_the_dispatch():
-    steps = compare.eval_steps(50, 2000, 7)
-    assert steps[0] == 50 and steps[-1] == 2000
-    assert all(s % 50 == 0 for s in steps) and steps == sorted(set(steps))
-    ratios = np.diff(np.log(steps))
-    assert ratios.max() < 2 * ratios.min() + 0.3  # roughly even in log(step)
-    with pytest.raises(ValueError, match="multiple"):
-        compare.eval_steps(30, 100, 3)
-
+from flowjax import studies
+from flowjax.studies import compare
 
 # ----------------------------------------------------------------------------- arms
 
@@ -131,7 +77,7 @@ def test_compare_arms_are_the_listed_variants_with_shared_training():
         -1.2 + math.log(edm.sigma_data / 0.5), abs=1e-4
     )
     config.arms = "fm,nope"
-    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+    with pytest.raises(ValueError, match="config.arms: unknown name 'nope'"):
         compare.resolve_arms(config, "checkerboard")
 
 
@@ -166,14 +112,14 @@ def _raw(curves: dict, seconds_per_step: float = 1e-3) -> dict:
         }
     return {
         "eval_steps": steps,
-        "suite": {
-            "primary": "m",
-            "sweep_primary": "m",
-            "metrics": ["m"],
-            "sweep_metrics": ["m"],
-            "descriptions": {},
-            "info": {},
-        },
+        "primary_metric": "m",
+        "sweep_primary": "m",
+        "metrics": ["m"],
+        "sweep_metrics": ["m"],
+        "descriptions": {},
+        "info": {},
+        "eval_num_samples": 10,
+        "sweep_num_samples": 10,
         "arms": arms,
     }
 
@@ -197,8 +143,12 @@ def test_analysis_with_identical_seeds_collapses_every_interval():
     assert base == pytest.approx(10 ** (2 + 0.75))
     speed = ds["arms"]["fast"]["vs_baseline"]["steps_speedup"]
     assert speed["ratio"] == speed["ci_low"] == speed["ci_high"] == pytest.approx(base / fast)
-    text = " ".join(_report.findings(ds))
+    text = " ".join(compare.findings(ds))
     assert f"fast reached the threshold in {base / fast:.2f}× fewer steps than base" in text
+    # Identical seeds: the speed-up has no spread, so its verdict has no interval to decide.
+    v = compare._verdicts(ds)[0]
+    assert v["claim"].startswith("fast reaches the threshold in fewer steps than base")
+    assert v["ratio"] == pytest.approx(base / fast) and v["verdict"] == "supported"
 
 
 def test_findings_report_when_the_baseline_wins():
@@ -213,8 +163,26 @@ def test_findings_report_when_the_baseline_wins():
     ds = compare.analyse_dataset(raw, th, "ddpm")
     speed = ds["arms"]["fm"]["vs_baseline"]["steps_speedup"]
     assert speed["ci_high"] < 1  # ddpm is faster in every seed
-    text = " ".join(_report.findings(ds))
+    text = " ".join(compare.findings(ds))
     assert re.search(r"ddpm reached the threshold in [\d.]+× fewer steps than fm \(95% CI", text)
+    steps_verdict = compare._verdicts(ds)[0]
+    assert steps_verdict["metric"] == "m" and steps_verdict["verdict"] == "not supported"
+
+
+def test_censored_seeds_give_a_bound():
+    th = compare_default.get_config().threshold
+    th.factor = 1.5
+    # ddpm never reaches 0.75 in seed 1: fm needs at least this many fewer steps.
+    fm, ddpm = [[2.0, 0.7, 0.5], [2.0, 0.7, 0.5]], [[2.0, 1.0, 0.5], [2.0, 1.0, 0.9]]
+    raw = _raw({"fm": fm, "ddpm": ddpm})
+    ds = compare.analyse_dataset(raw, th, "ddpm")
+    cens = ds["arms"]["fm"]["vs_baseline"]["steps_speedup_censored"]
+    fm = ds["arms"]["fm"]["to_threshold"]["steps"]["per_seed"]
+    dd = ds["arms"]["ddpm"]["to_threshold"]["steps"]["per_seed"]
+    assert dd[1] is None and cens["kind"] == "lower"
+    assert cens["bound"] == pytest.approx(math.exp(np.mean(np.log([dd[0] / fm[0], 1000 / fm[1]]))))
+    text = " ".join(compare.findings(ds))
+    assert f"fm needed at least {cens['bound']:.2f}× fewer steps" in text
 
 
 # ----------------------------------------------------------------------- a tiny full run
@@ -246,6 +214,7 @@ _TIMING = {
     "wall_seconds",
     "cpu_seconds",
     "compile_seconds",
+    "machine",
 }
 
 
@@ -255,9 +224,12 @@ def _strip_timing(x):
         return {k: _strip_timing(v) for k, v in x.items() if k not in _TIMING}
     if isinstance(x, list):
         timed = ("seconds", "wall-clock")
-        return [
-            _strip_timing(v) for v in x if not (isinstance(v, str) and any(w in v for w in timed))
-        ]
+
+        def is_timed(v):
+            text = v if isinstance(v, str) else v.get("claim", "") if isinstance(v, dict) else ""
+            return any(w in text for w in timed)
+
+        return [_strip_timing(v) for v in x if not is_timed(v)]
     return x
 
 
@@ -297,11 +269,11 @@ def test_report_matches_the_recorded_curves(tiny_runs):
     for name, arm in ds["arms"].items():
         curves = [rec["curve"] for rec in arm["seeds"].values()]
         value, metric = th["value"], th["metric"]
-        steps = [compare.steps_to_threshold(c["step"], c[metric], value) for c in curves]
+        steps = [studies.steps_to_threshold(c["step"], c[metric], value) for c in curves]
         assert steps == arm["to_threshold"]["steps"]["per_seed"]
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
-        st = compare.mean_ci(steps)
-        assert _report._ci(st, 4) in row
+        st = studies.mean_ci(steps)
+        assert studies.fmt_ci(st, 4) in row
         assert f"{sum(s is not None for s in steps)}/{len(steps)}" in row
         # Final metrics: one row per arm with the recorded means.
         final_row = next(
@@ -309,7 +281,11 @@ def test_report_matches_the_recorded_curves(tiny_runs):
             for line in report.split("### Final quality")[1].splitlines()
             if line.startswith(f"| {name} |")
         )
-        assert _report._ci(arm["final"][th["metric"]]) in final_row
+        assert studies.fmt_ci(arm["final"][th["metric"]]) in final_row
+    # Verdicts in the shared schema, one per claim, and in the report.
+    assert results["study"] == "compare" and ds["num_seeds"] == 2
+    for v in ds["verdicts"]:
+        assert v["claim"] in report and v["verdict"] in studies.VERDICTS
     for png in ("quality_vs_steps", "quality_vs_seconds", "quality_vs_nfe", "samples"):
         assert (tiny_runs[0] / f"checkerboard_{png}.png").stat().st_size > 1000
     # The sweep recorded the exact NFE of each fixed-step sampler.
@@ -326,8 +302,8 @@ def test_switch_path_is_the_selected_path():
     import jax.numpy as jnp
 
     from flowjax import paths
-    from flowjax.compare._programs import SwitchPath
 
+    SwitchPath = compare.SwitchPath
     members = (paths.CondOT(), paths.VP(), paths.Cosine(), paths.EDM())
     methods = ("alpha", "sigma", "d_alpha", "d_sigma", "log_snr", "t_from_log_snr")
     t = jnp.linspace(0.05, 0.95, 7)
@@ -351,13 +327,12 @@ def test_arm_field_is_each_arms_velocity():
     import jax.numpy as jnp
 
     from flowjax import data, sampling
-    from flowjax.compare._programs import build_trainer
 
     config = compare_default.get_config()
     config.base.model.overrides.width = 16
     config.arms = "fm,ddpm,edm"
     arms = compare.resolve_arms(config, "checkerboard")
-    trainer = build_trainer(arms, data.spec("checkerboard"), t_eps=1e-3)
+    trainer = compare.Trainer(arms, data.spec("checkerboard"), t_eps=1e-3)
     params = trainer.init(0).params
     x = jax.random.normal(jax.random.key(0), (5, 2))
     t = jnp.asarray(0.3)
