@@ -1,0 +1,73 @@
+r"""The embedded default of `python -m experiments.forecast`: FM vs diffusion on real series.
+
+Three arms on one conv `SequenceNet` ("small"), the same optimizer, batches, steps and seeds,
+on M1 yearly (181 series, horizon 6) and El Nino (monthly, 5 rolling windows of 12), with
+seasonal naive and AutoETS from statsforecast in the same run (see flowjax.studies.forecast):
+
+  fm         conditional flow matching, CondOT, x0 ~ N(0, I)
+  fm_gp      the same with an OU Gaussian-process source over the horizon
+  diffusion  conditional diffusion, VP path, eps target
+
+  python -m experiments.forecast --workdir=/tmp/fc
+  python -m experiments.forecast --config=configs/forecast_default.py:smoke --workdir=/tmp/fc_s
+  python -m experiments.forecast --workdir=/tmp/fc --config.num_seeds=5 --config.datasets=m1_yearly
+
+Variants (comma-separated): `smoke` (seconds: M1 only, fm + diffusion, tiny net, few steps),
+`arima` (adds AutoARIMA, ~1 min more on M1), `gpu` (the GluonTS benchmarks from --config.data_dir,
+a base network and 20k steps).
+
+Runtime and expected result: see README's forecasting section (measured numbers, not targets).
+"""
+
+import ml_collections
+
+from configs import default
+
+_VARIANTS = {"smoke", "arima", "gpu"}
+
+
+def get_config(arg=None):
+    flags = set(filter(None, (arg or "").split(",")))
+    unknown = flags - _VARIANTS
+    if unknown:
+        raise ValueError(f"unknown config variant(s) {sorted(unknown)}; valid: {sorted(_VARIANTS)}")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_seeds = 3
+    c.datasets = "m1_yearly,elnino"
+    c.data_dir = ""  # GluonTS benchmarks: data_dir/<gluonts name>/ (no downloads here)
+    c.arms = "fm,fm_gp,diffusion"
+    c.baselines = "naive,ets"
+    c.context_length = 0  # 0: the dataset's default (fj.data.SERIES[name].context_length)
+    c.features = "log_scale"  # context features (fj.data.SeriesWindows); "observed" with padding
+    c.model = ml_collections.ConfigDict(dict(name="sequence", variant="small"))
+    c.train = ml_collections.ConfigDict(
+        dict(batch_size=64, num_steps=2000, steps_per_dispatch=100, ema=0.999)
+    )
+    c.optim = default.get_config().optim
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 100
+    c.eval = ml_collections.ConfigDict(
+        dict(num_samples=100, nfe="1,2,4,8,16", eps_solver="dpm++2m", rtol=1e-4)
+    )
+    if "arima" in flags:
+        c.baselines = "naive,ets,arima"
+    if "gpu" in flags:
+        c.datasets = "electricity,solar,traffic,exchange_rate,m4_hourly,uber_tlc,kdd_cup,wiki2000"
+        c.model.variant = "base"
+        c.train.num_steps = 20000
+        c.train.batch_size = 256
+        c.baselines = "naive,ets"
+    if "smoke" in flags:
+        c.datasets = "m1_yearly"
+        c.arms = "fm,diffusion"
+        c.baselines = "naive"
+        c.num_seeds = 2
+        c.model.variant = "tiny"
+        c.train.num_steps = 40
+        c.train.steps_per_dispatch = 20
+        c.optim.warmup_steps = 5
+        c.eval.num_samples = 8
+        c.eval.nfe = "1,4"
+        c.eval.rtol = 1e-3
+    return c
