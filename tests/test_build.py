@@ -57,6 +57,7 @@ def orphan(tmp_path_factory):
     return student_dir, config, x0, before
 
 
+@pytest.mark.slow  # trains a teacher and a student (~30 s on a quiet 2-core machine)
 def test_student_restores_samples_and_evaluates_without_its_teacher(orphan):
     student_dir, config, x0, before = orphan
     assert not os.path.exists(config.objective.kwargs.teacher)

@@ -566,3 +566,306 @@ def test_flow_matching_with_exact_ot_uses_optimal_pairs():
     r, col = scipy.optimize.linear_sum_assignment(c)
     np.testing.assert_allclose(ot_loss * 2, c[r, col].mean(), rtol=1e-10)
     assert float(ot_loss) < 0.5 * float(ind_loss)
+
+
+# ---------------------------------------------------------------------------- objectives as modules
+#
+# Loss values of the objectives before they became modules with a source (computed with the old
+# code, commit 1ef866f, on this repository's CPU; the new code reproduced every one bit for bit
+# there). Fixed model, teacher, batch and key; x0 ~ N(0, I) drawn by jax.random.normal before,
+# by fj.sources.StandardGaussian now.
+_PINNED_F64 = {
+    "fm": 6.82061284260598,
+    "fm_labels": 6.623553741792438,
+    "fm_sb": 3.3092287806473144,
+    "diffusion_eps_vp": 0.4380908355725624,
+    "diffusion_labels": 4.657394970635073,
+    "lmd": 1.0047317964917117,
+    "lmd_labels": 0.9293282151439377,
+    "emd": 0.32404096420856315,
+    "progressive": 0.03936885764994287,
+    "consistency_distill": 0.11787174084191286,
+    "shortcut": 4.094459951524291,
+    "shortcut_teacher": 0.7238613872377241,
+    "meanflow": 0.999233479495068,
+    "lsd": 4.047076913791663,
+    "consistency_training": 0.09218535516425304,
+}
+_PINNED_F32 = {
+    "fm": 6.350154876708984,
+    "fm_labels": 6.0470428466796875,
+    "fm_sb": 2.2996301651000977,
+    "diffusion_eps_vp": 0.7264609336853027,
+    "diffusion_labels": 4.6654582023620605,
+    "lmd": 0.9958324432373047,
+    "lmd_labels": 0.9828534722328186,
+    "emd": 0.24572236835956573,
+    "progressive": 0.08096501976251602,
+    "consistency_distill": 0.11360906809568405,
+    "shortcut": 5.993626117706299,
+    "shortcut_teacher": 0.36415648460388184,
+    "meanflow": 0.999565839767456,
+    "lsd": 5.93648099899292,
+    "consistency_training": 0.12176202982664108,
+}
+
+
+def _probe_net(p, x, t, *, s=None, y=None, key=None):
+    tt = jnp.broadcast_to(t, x.shape[:1])[:, None]
+    out = jnp.tanh(x * p["a"] + tt) + p["b"] * x
+    if s is not None:
+        out = out + 0.3 * jnp.broadcast_to(s, x.shape[:1])[:, None] * x[:, ::-1]
+    if y is not None:
+        out = out + 0.1 * y[:, None].astype(x.dtype)
+    return out
+
+
+def _probe_teacher(x, t, y=None):
+    tt = jnp.broadcast_to(t, x.shape[:1])[:, None]
+    return -x * tt + 0.5 + (0 if y is None else 0.05 * y[:, None].astype(x.dtype))
+
+
+def _pinned_cases(dtype, source=None):
+    fm = fj.flowmaps
+    x1 = jax.random.normal(jax.random.key(11), (16, 2), dtype) * 2 + 1
+    lab = jax.random.randint(jax.random.key(12), (16,), 0, 3)
+    p = {"a": jnp.asarray(0.7, dtype), "b": jnp.asarray(-0.2, dtype)}
+    P, VP = fj.paths.CondOT(), fj.paths.VP()
+    b, bl, k, m, v = (
+        {"x1": x1},
+        {"x1": x1, "label": lab},
+        jax.random.key(5),
+        _probe_net,
+        _probe_teacher,
+    )
+    kw = {} if source is None else {"source": source}
+    sb = fj.couplings.SchrodingerBridge(sigma=0.5)
+    return {
+        "fm": lambda: flow_matching.loss(p, k, b, model=m, path=P, **kw),
+        "fm_labels": lambda: flow_matching.loss(
+            p, k, bl, model=m, path=P, num_classes=3, label_dropout=0.5, **kw
+        ),
+        "fm_sb": lambda: flow_matching.loss(p, k, b, model=m, path=P, coupling=sb, **kw),
+        "diffusion_eps_vp": lambda: diffusion.loss(
+            p, k, b, model=m, path=VP, target="eps", weighting="min_snr", **kw
+        ),
+        "diffusion_labels": lambda: diffusion.loss(
+            p, k, bl, model=m, path=P, target="x1", num_classes=3, label_dropout=0.3, **kw
+        ),
+        "lmd": lambda: fm.lmd.loss(p, k, b, model=m, path=P, teacher=v, **kw),
+        "lmd_labels": lambda: fm.lmd.loss(
+            p, k, bl, model=m, path=P, teacher=v, directions="both", **kw
+        ),
+        "emd": lambda: fm.emd.loss(p, k, b, model=m, path=P, teacher=v, **kw),
+        "progressive": lambda: fm.progressive.loss(
+            p, k, b, model=m, path=P, teacher=v, solver="rk4", solver_steps=2, max_gap=0.5, **kw
+        ),
+        "consistency_distill": lambda: fm.consistency_distill.loss(
+            p, k, b, model=m, path=P, teacher=v, num_steps=8, distance="pseudo_huber", **kw
+        ),
+        "shortcut": lambda: fm.shortcut.loss(p, k, bl, model=m, path=P, num_levels=3, **kw),
+        "shortcut_teacher": lambda: fm.shortcut.loss(p, k, b, model=m, path=P, teacher=v, **kw),
+        "meanflow": lambda: fm.meanflow.loss(p, k, b, model=m, path=P, **kw),
+        "lsd": lambda: fm.lsd.loss(p, k, b, model=m, path=P, **kw),
+        "consistency_training": lambda: fm.consistency_training.loss(
+            p, k, b, model=m, path=P, num_steps=8, **kw
+        ),
+    }
+
+
+def _pinned_values(dtype, source=None, names=None):
+    cases = _pinned_cases(dtype, source)
+    return {name: float(cases[name]()[0]) for name in names or cases}  # eager: small programs
+
+
+_SOME = ("fm", "diffusion_eps_vp", "lmd", "consistency_training")
+
+
+def test_standard_source_reproduces_the_losses_of_the_old_code():
+    got = _pinned_values(jnp.float64)
+    assert set(got) == set(_PINNED_F64)
+    for name, want in _PINNED_F64.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-12, err_msg=name)
+    with jax.enable_x64(False):
+        got32 = _pinned_values(jnp.float32, names=_SOME)
+    for name in _SOME:
+        np.testing.assert_allclose(got32[name], _PINNED_F32[name], rtol=2e-6, err_msg=name)
+    # Negative control: x0 drawn from another source (N(0.05, I)) moves the losses.
+    shifted = _pinned_values(jnp.float64, fj.sources.Gaussian(mean=jnp.full((2,), 0.05)), _SOME)
+    for name in _SOME:
+        assert abs(shifted[name] - _PINNED_F64[name]) > 1e-6 * _PINNED_F64[name], name
+
+
+def _recorder():
+    """A model that records its inputs and returns zeros; works as a one- or two-time net."""
+    seen = []
+
+    def model(params, x, t, *, s=None, y=None, context=None, key=None):
+        seen.append({"x": x, "t": t, "s": s, "y": y, "context": context})
+        return jnp.zeros_like(x)
+
+    return model, seen
+
+
+def test_objectives_draw_x0_from_the_given_source():
+    """x0 is exactly `source.sample(k_x0, x1.shape)` with the objective's key split: recovered
+    from the model's input x_t = t x1 + (1 - t) x0 on CondOT (flow matching, diffusion, CT)."""
+    path, n = fj.paths.CondOT(), 4096
+    x1 = _batch(n)["x1"]
+    source = fj.sources.Gaussian(mean=jnp.array([3.0, -1.0]), scale_diag=jnp.array([0.5, 2.0]))
+    key = jax.random.key(21)
+    cases = {  # objective -> the key its x0 is drawn with
+        "flow_matching": (fj.objectives.FlowMatching, jax.random.split(key, 6)[1]),
+        "diffusion": (fj.objectives.Diffusion, jax.random.split(key, 4)[0]),
+        "consistency_training": (fj.flowmaps.ConsistencyTraining, jax.random.split(key, 3)[0]),
+    }
+    for name, (cls, k_x0) in cases.items():
+        model, seen = _recorder()
+        cls(path=path, source=source)(None, key, {"x1": x1}, model=model)
+        x_t, t = seen[0]["x"], seen[0]["t"][:, None]
+        x0 = (x_t - t * x1) / (1 - t)
+        keep = np.asarray(t[:, 0] < 0.99)  # away from t = 1, where x0 is not identifiable
+        want = source.sample(k_x0, x1.shape, dtype=x1.dtype)
+        np.testing.assert_allclose(x0[keep], want[keep], rtol=1e-6, atol=1e-6, err_msg=name)
+        assert np.allclose(np.mean(want, 0), [3.0, -1.0], atol=0.1)
+        assert np.allclose(np.std(want, 0), [0.5, 2.0], rtol=0.05)
+        # Negative control: the default source's x0 is another array.
+        model, seen = _recorder()
+        cls(path=path)(None, key, {"x1": x1}, model=model)
+        assert not np.allclose(seen[0]["x"], x_t), name
+
+
+def test_context_reaches_model_and_teacher_and_stays_with_its_example():
+    path, n = fj.paths.CondOT(), 64
+    x1 = _batch(n)["x1"]
+    labels = jnp.arange(n, dtype=jnp.int32)
+    context = jnp.stack([labels.astype(x1.dtype), jnp.sin(labels)], 1)  # context[:, 0] = label
+    batch = {"x1": x1, "label": labels, "context": context}
+    key = jax.random.key(22)
+    taught = []
+
+    def teacher(x, t, y=None, context=None):
+        taught.append({"y": y, "context": context})
+        return jnp.zeros_like(x)
+
+    objectives = {
+        "flow_matching": fj.objectives.FlowMatching(path=path, num_classes=n),
+        "flow_matching_ot": fj.objectives.FlowMatching(
+            path=path, num_classes=n, coupling=fj.couplings.MinibatchOT(epsilon=0.5)
+        ),
+        "diffusion": fj.objectives.Diffusion(path=path, num_classes=n),
+        "lmd": fj.flowmaps.LMD(path=path, teacher=teacher),
+        "shortcut": fj.flowmaps.Shortcut(path=path, teacher=teacher),
+        "meanflow": fj.flowmaps.MeanFlow(path=path, teacher=teacher),
+        "consistency_distill": fj.flowmaps.ConsistencyDistillation(path=path, teacher=teacher),
+    }
+    for name, objective in objectives.items():
+        model, seen = _recorder()
+        taught.clear()
+        objective(None, key, batch, model=model)
+        assert seen and all(c["context"] is not None for c in seen + taught), name
+        for call in seen + taught:  # every call: each example's context next to its label
+            np.testing.assert_array_equal(call["context"][:, 0], call["y"], err_msg=name)
+        first = np.asarray(seen[0]["context"])
+        if name == "flow_matching_ot":  # re-paired: each x1 took its context along
+            assert not np.array_equal(first[:, 0], np.asarray(labels)), name
+        elif name != "shortcut":  # the batch's own context (shortcut splits the batch)
+            np.testing.assert_array_equal(first, np.asarray(context), err_msg=name)
+    # Without a context in the batch the model is called without the keyword at all.
+    model, seen = _recorder()
+    fj.objectives.FlowMatching(path=path)(None, key, {"x1": x1}, model=model)
+    assert seen[0]["context"] is None
+    with pytest.raises(ValueError, match=r"batch\['context'\] must have shape \(64, \*C\)"):
+        fj.objectives.FlowMatching(path=path)(
+            None, key, {"x1": x1, "context": context[:5]}, model=model
+        )
+    with pytest.raises(TypeError, match=r"batch\['context'\] must be floating"):
+        fj.objectives.FlowMatching(path=path)(
+            None, key, {"x1": x1, "context": labels[:, None]}, model=model
+        )
+
+
+def test_context_dropout_gives_the_null_context():
+    """With context_dropout=p a share p of the examples is evaluated with context=None (the
+    model's learned null context); labels are dropped exactly as without a context."""
+    path, n = fj.paths.CondOT(), 4000
+    b = _batch(n)
+    context = jnp.ones((n, 3))
+
+    def model(params, x, t, *, y=None, context=None, key=None):
+        return jnp.full_like(x, 0.0 if context is None else 100.0)
+
+    for p in (0.0, 0.3):
+        obj = fj.objectives.FlowMatching(path=path, context_dropout=p)
+        _, aux = obj(None, jax.random.key(23), {"x1": b["x1"], "context": context}, model=model)
+        null = np.asarray(aux["per_example_loss"]) < 1000.0
+        assert abs(null.mean() - p) < 0.03, (p, null.mean())
+    model_y, seen = _label_probe()
+    kw = dict(path=path, num_classes=3, label_dropout=0.5, context_dropout=0.5)
+    with_ctx = {**b, "context": context}
+    fj.objectives.FlowMatching(**kw)(None, jax.random.key(24), b, model=model_y)
+    y_plain = seen["y"]
+    fj.objectives.FlowMatching(**kw)(
+        None,
+        jax.random.key(24),
+        with_ctx,
+        model=lambda p, x, t, *, y=None, context=None, key=None: model_y(p, x, t, y=y, key=key),
+    )
+    np.testing.assert_array_equal(seen["y"], y_plain)
+
+
+def _one_line_error(make, exc, field):
+    with pytest.raises(exc) as err:
+        make()
+    message = str(err.value)
+    assert "\n" not in message and field in message, message
+
+
+def test_objective_hyperparameters_are_checked_at_construction():
+    P, v = fj.paths.CondOT(), _gmm().velocity_field(fj.paths.CondOT())
+    fm, cases = fj.flowmaps, []
+    cases += [
+        (lambda: fj.objectives.FlowMatching(path="condot"), TypeError, "path"),
+        (
+            lambda: fj.objectives.FlowMatching(path=P, label_dropout=1.5),
+            ValueError,
+            "label_dropout",
+        ),
+        (
+            lambda: fj.objectives.FlowMatching(path=P, context_dropout=-0.1),
+            ValueError,
+            "context_dropout",
+        ),
+        (lambda: fj.objectives.FlowMatching(path=P, source=3), TypeError, "source"),
+        (lambda: fj.objectives.FlowMatching(path=P, coupling="ot"), ValueError, "coupling"),
+        (lambda: fj.objectives.Diffusion(path=P, target="score"), ValueError, "target"),
+        (lambda: fj.objectives.Diffusion(path=P, time_dist="sd3"), ValueError, "time distribution"),
+        (lambda: fm.LMD(path=P, teacher=v, directions="up"), ValueError, "directions"),
+        (lambda: fm.EMD(path=P, teacher="/a/run"), TypeError, "teacher"),
+        (lambda: fm.Progressive(path=P), ValueError, "teacher"),
+        (lambda: fm.Progressive(path=P, teacher=v, max_gap=0.0), ValueError, "max_gap"),
+        (
+            lambda: fm.ConsistencyDistillation(path=P, teacher=v, solver="rk45"),
+            ValueError,
+            "solver",
+        ),
+        (lambda: fm.ConsistencyTraining(path=P, huber_c=-1.0), ValueError, "huber_c"),
+        (lambda: fm.Shortcut(path=P, num_levels=0), ValueError, "num_levels"),
+        (lambda: fm.MeanFlow(path=P, adaptive_c=0.0), ValueError, "adaptive_c"),
+        (lambda: fm.LSD(path=P, diagonal_fraction=2.0), ValueError, "diagonal_fraction"),
+        (
+            lambda: make_objective("lmd", path=P, teacher=v, direction="both"),
+            TypeError,
+            "direction",
+        ),
+        (lambda: make_objective("flow_map"), ValueError, "valid objectives"),
+    ]
+    for make, exc, field in cases:
+        _one_line_error(make, exc, field)
+    # Valid hyperparameters build, and the names resolve once (not on every call).
+    obj = make_objective("flow_matching", path=P, coupling="minibatch_ot", time_dist="logit_normal")
+    assert isinstance(obj.coupling, fj.couplings.MinibatchOT)
+    assert obj.time_dist == LogitNormal()
+    assert isinstance(obj, fj.objectives.AbstractObjective)
+    with pytest.raises(TypeError, match="no model"):
+        obj(None, jax.random.key(0), _batch(8))
