@@ -123,12 +123,14 @@ class VonMisesFisherMixture(eqx.Module):
     def manifold(self):
         return _sphere(self.means.shape[1] - 1)
 
+    @eqx.filter_jit
     def log_prob(self, x: Float[Array, "B p"]) -> Float[Array, " B"]:
         """Exact log density w.r.t. the surface measure of S^{p-1}."""
         x = jnp.asarray(x)
         logits = jnp.log(self.weights) + self.log_norms + self.kappas * (x @ self.means.T)
         return logsumexp(logits, axis=-1)
 
+    @eqx.filter_jit
     def sample(self, key: PRNGKeyArray, n: int, dtype=None) -> Float[Array, "n p"]:
         """n draws by Wood's (1994) rejection sampler (any p), inside jit."""
         dtype = self.means.dtype if dtype is None else dtype
@@ -198,6 +200,7 @@ class TorusCheckerboard(eqx.Module):
     def manifold(self):
         return _torus(2)
 
+    @eqx.filter_jit
     def log_prob(self, x):
         x = wrap(jnp.asarray(x))
         cell = jnp.floor(x / (0.5 * math.pi)).astype(jnp.int32)
@@ -211,6 +214,7 @@ class TorusCheckerboard(eqx.Module):
         x = np.stack([(i + u[:, 1]) * 0.5 * math.pi, (j + u[:, 2]) * 0.5 * math.pi], -1)
         return x % _TWO_PI, k
 
+    @eqx.filter_jit
     def sample(self, key, n, dtype=None):
         u = jax.random.uniform(key, (n, 3), jnp.result_type(float) if dtype is None else dtype)
         k = jnp.minimum((u[:, 0] * 8).astype(jnp.int32), 7)
@@ -246,6 +250,7 @@ class WrappedNormalMixture(eqx.Module):
     def manifold(self):
         return _torus(self.means.shape[1])
 
+    @eqx.filter_jit
     def log_prob(self, x):
         x = jnp.asarray(x)
         diff = x[:, None, :] - self.means[None]
@@ -263,6 +268,7 @@ class WrappedNormalMixture(eqx.Module):
         x = np.asarray(self.means, np.float64)[comp] + np.asarray(self.scales)[comp, None] * z
         return x % _TWO_PI, comp
 
+    @eqx.filter_jit
     def sample(self, key, n, dtype=None):
         dtype = self.means.dtype if dtype is None else dtype
         k_c, k_z = jax.random.split(key)

@@ -16,9 +16,11 @@ from flowjax.manifolds._base import compatible as compatible
 from flowjax.manifolds._sources import ProjectedNormal as ProjectedNormal
 from flowjax.manifolds._sources import Uniform as Uniform
 from flowjax.manifolds._sources import WrappedNormal as WrappedNormal
+from flowjax.manifolds.coupling import GeodesicOT as GeodesicOT
 from flowjax.manifolds.euclidean import Euclidean as Euclidean
 from flowjax.manifolds.likelihood import log_prob as log_prob
 from flowjax.manifolds.likelihood import riemannian_divergence as riemannian_divergence
+from flowjax.manifolds.objective import RiemannianFlowMatching as RiemannianFlowMatching
 from flowjax.manifolds.path import GeodesicPath as GeodesicPath
 from flowjax.manifolds.product import Product as Product
 from flowjax.manifolds.solve import RK4 as RK4
@@ -31,11 +33,13 @@ __all__ = [
     "AbstractManifold",
     "Euclidean",
     "FlatTorus",
+    "GeodesicOT",
     "GeodesicPath",
     "Product",
     "Projected",
     "ProjectedNormal",
     "RK4",
+    "RiemannianFlowMatching",
     "Sphere",
     "Uniform",
     "WrappedNormal",

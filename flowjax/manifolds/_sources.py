@@ -41,6 +41,17 @@ def _dtype(dtype):
     return jnp.result_type(float) if dtype is None else dtype
 
 
+# One compiled program per (source, shape, dtype): eager calls are then a single dispatch.
+@eqx.filter_jit
+def _draw(source, key, shape, dtype):
+    return source._draw(key, shape, dtype)
+
+
+@eqx.filter_jit
+def _density(source, x):
+    return source._log_prob(x)
+
+
 def _check_log_prob_x(x, manifold, owner):
     x = jnp.asarray(x)
     if x.ndim < 2:
@@ -74,11 +85,16 @@ class Uniform(AbstractSource):
         shape = _sample_shape(shape, self.event_shape, "Uniform")
         if len(shape) != 2:
             raise ValueError(f"Uniform.sample: shape must be (B, D), got {shape}")
-        return self.manifold.random_uniform(key, shape, _dtype(dtype))
+        return _draw(self, key, shape, _dtype(dtype))
 
     def log_prob(self, x, *, context=None):
         del context
-        x = _check_log_prob_x(x, self.manifold, "Uniform")
+        return _density(self, _check_log_prob_x(x, self.manifold, "Uniform"))
+
+    def _draw(self, key, shape, dtype):
+        return self.manifold.random_uniform(key, shape, dtype)
+
+    def _log_prob(self, x):
         return self.manifold.uniform_log_prob(x)
 
 
@@ -123,12 +139,16 @@ class WrappedNormal(AbstractSource):
     def sample(self, key, shape, *, context=None, dtype=None):
         del context
         shape = _sample_shape(shape, self.event_shape, "WrappedNormal")
-        z = jax.random.normal(key, shape, _dtype(dtype))
-        return wrap(self.mean + self.scale * z)
+        return _draw(self, key, shape, _dtype(dtype))
 
     def log_prob(self, x, *, context=None):
         del context
-        x = _check_log_prob_x(x, self.manifold, "WrappedNormal")
+        return _density(self, _check_log_prob_x(x, self.manifold, "WrappedNormal"))
+
+    def _draw(self, key, shape, dtype):
+        return wrap(self.mean + self.scale * jax.random.normal(key, shape, dtype))
+
+    def _log_prob(self, x):
         delta = FlatTorus().logmap(self.mean, x)  # in (-pi, pi]
         k = jnp.arange(-self.num_wraps, self.num_wraps + 1, dtype=x.dtype)
         z = (delta[..., None] + _TWO_PI * k) / self.scale[..., None]
@@ -177,12 +197,16 @@ class ProjectedNormal(AbstractSource):
     def sample(self, key, shape, *, context=None, dtype=None):
         del context
         shape = _sample_shape(shape, self.event_shape, "ProjectedNormal")
-        y = self.mean + self.scale * jax.random.normal(key, shape, _dtype(dtype))
-        return Sphere().projx(y)
+        return _draw(self, key, shape, _dtype(dtype))
 
     def log_prob(self, x, *, context=None):
         del context
-        x = _check_log_prob_x(x, self.manifold, "ProjectedNormal")
+        return _density(self, _check_log_prob_x(x, self.manifold, "ProjectedNormal"))
+
+    def _draw(self, key, shape, dtype):
+        return Sphere().projx(self.mean + self.scale * jax.random.normal(key, shape, dtype))
+
+    def _log_prob(self, x):
         d = x.shape[-1] - 1
         s = self.scale.astype(x.dtype)
         mean = self.mean.astype(x.dtype)

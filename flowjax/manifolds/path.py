@@ -44,6 +44,11 @@ def _times(t, x, caller):
     return t.astype(x.dtype)
 
 
+@eqx.filter_jit
+def _sample(gpath, x0, x1, t):
+    return gpath._sample(x0, x1, t)
+
+
 class GeodesicPath(eqx.Module):
     """x_t = exp_{x0}(kappa(t) log_{x0}(x1)) on `manifold`.
 
@@ -96,7 +101,9 @@ class GeodesicPath(eqx.Module):
                 f"GeodesicPath.sample: x0 and x1 must have the same shape, got {x0.shape} and "
                 f"{x1.shape}"
             )
-        t = _times(t, x1, "GeodesicPath.sample")
+        return _sample(self, x0, x1, _times(t, x1, "GeodesicPath.sample"))
+
+    def _sample(self, x0, x1, t):
         u = self.manifold.logmap(x0, x1)
         point, velocity = self.manifold.geodesic(x0, u, self.kappa(t))
         return point, self.d_kappa(t)[:, None] * velocity

@@ -17,7 +17,6 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln
 
 from flowjax.manifolds._base import AbstractManifold, _check_dim
 
@@ -57,7 +56,8 @@ class Sphere(AbstractManifold):
 
     def expmap(self, x, u):
         theta = jnp.linalg.norm(u, axis=-1, keepdims=True)
-        return jnp.cos(theta) * x + _sin_over(theta, 1.0) * u
+        # Renormalised: u from a near-antipodal log loses orthogonality to x in float32.
+        return self.projx(jnp.cos(theta) * x + _sin_over(theta, 1.0) * u)
 
     def logmap(self, x, y):
         w = self.proju(x, y)
@@ -78,13 +78,13 @@ class Sphere(AbstractManifold):
         # gamma'(s) = -theta sin(s theta) x + cos(s theta) u.
         s = jnp.asarray(s, x.dtype)[..., None]
         theta = jnp.linalg.norm(u, axis=-1, keepdims=True)
-        point = jnp.cos(s * theta) * x + _sin_over(theta, s) * u
+        point = self.projx(jnp.cos(s * theta) * x + _sin_over(theta, s) * u)
         velocity = -theta * jnp.sin(s * theta) * x + jnp.cos(s * theta) * u
-        return point, velocity
+        return point, self.proju(point, velocity)
 
     def log_volume(self, d):
         # Vol(S^d) = 2 pi^{(d+1)/2} / Gamma((d+1)/2).
-        return math.log(2.0) + 0.5 * (d + 1) * math.log(math.pi) - float(gammaln(0.5 * (d + 1)))
+        return math.log(2.0) + 0.5 * (d + 1) * math.log(math.pi) - math.lgamma(0.5 * (d + 1))
 
     def random_uniform(self, key, shape, dtype):
         # A standard normal in R^{d+1} divided by its norm is uniform on S^d (Muller 1959).
