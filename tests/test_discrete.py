@@ -308,6 +308,69 @@ def test_elbo_with_oracle_matches_exact_bound(source, x64):
     assert np.any(np.abs(mc - 1.05 * exact) > 4 * err)  # negative control
 
 
+# --------------------------------------------------------------------------- discrete flow maps
+
+
+def _teacher_student(chain, dpath, src, teacher_steps):
+    """A 'student' that is the teacher's noise-driven map itself (logits = one-hot of it)."""
+    from flowjax.discrete import flowmap
+
+    post = chain.posterior_fn(dpath, src)
+
+    def student(params, x_s, s, t, feats):
+        u, g = feats[..., 0], feats[..., 1:]
+        x_t = flowmap.teacher_map(
+            post, x_s, s, t, u, g, path=dpath, source=src, num_steps=teacher_steps
+        )
+        return 30.0 * jax.nn.one_hot(jnp.where(x_t == src.mask, 0, x_t), src.vocab_size)
+
+    return post, student
+
+
+def test_flowmap_teacher_is_exact_and_a_semigroup():
+    from flowjax.discrete import flowmap
+
+    chain, dpath, src = _chain(), D.MixturePath(), D.MaskSource(V)
+    post = chain.posterior_fn(dpath, src)
+    u, g = flowmap.draw_noise(jax.random.key(20), (N, L), V)
+    x0 = src.sample(None, (N, L))
+    kw = dict(path=dpath, source=src)
+    full = flowmap.teacher_map(post, x0, 0.0, 1.0, u, g, num_steps=64, **kw)
+    mean, sd = _tv_floor(chain.probs(), N)
+    assert float(analytic.tv(full, chain)) < mean + 4 * sd + 0.004  # the law of sample_masked
+    half = flowmap.teacher_map(post, x0, 0.0, 0.5, u, g, num_steps=32, **kw)
+    two = flowmap.teacher_map(post, half, 0.5, 1.0, u, g, num_steps=32, **kw)
+    np.testing.assert_array_equal(full, two)  # X(0, 1) = X(0.5, 1) o X(0, 0.5) on one grid
+    one_step = flowmap.teacher_map(post, x0, 0.0, 1.0, u, g, num_steps=1, **kw)
+    assert float(analytic.tv(one_step, chain)) > 0.3  # negative control
+
+
+def test_flowmap_jump_sampler_and_distillation_loss():
+    from flowjax.discrete import flowmap
+
+    chain, dpath, src = _chain(), D.MixturePath(), D.MaskSource(V)
+    post, student = _teacher_student(chain, dpath, src, teacher_steps=16)
+    key, shape = jax.random.key(21), (512, L)
+    jumped = flowmap.sample_jump(
+        student, None, key=key, shape=shape, path=dpath, source=src, num_steps=1
+    )
+    u, g = flowmap.draw_noise(key, shape, V)
+    direct = flowmap.teacher_map(
+        post, src.sample(None, shape), 0.0, 1.0, u, g, path=dpath, source=src, num_steps=16
+    )
+    np.testing.assert_array_equal(jumped, direct)  # one jump == the teacher's 16 steps
+    objective = flowmap.FlowMapDistillation(teacher=post, path=dpath, source=src, teacher_steps=16)
+    batch = {"x1": chain.sample(jax.random.key(22), 512)}
+    exact, aux = objective(None, jax.random.key(23), batch, model=student)
+    assert float(exact) < 1e-6 and float(aux["accuracy"]) == 1.0
+
+    def marginal_student(params, x_s, s, t, feats):  # ignores the noise: cannot be exact
+        return jnp.log(post(x_s, s))
+
+    worse, _ = objective(None, jax.random.key(23), batch, model=marginal_student)
+    assert float(worse) > 0.05
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -365,7 +428,14 @@ def _train_and_score(train, test, vocab, steps, seq_len, seed=0):
 
     src, dpath = D.MaskSource(vocab), D.MixturePath()
     net = fj.models.build_model(
-        "token_transformer", "tiny", input_shape=(seq_len,), key=seed, vocab_size=vocab
+        "token_transformer",
+        "tiny",
+        input_shape=(seq_len,),
+        key=seed,
+        vocab_size=vocab,
+        hidden_size=32,
+        depth=1,
+        freq_dim=32,
     )
     apply_fn, params = fj.models.functional(net)
     objective = D.MDLM(path=dpath, source=src, model=apply_fn)
@@ -379,7 +449,7 @@ def _train_and_score(train, test, vocab, steps, seq_len, seed=0):
         return optax.apply_updates(params, updates), state
 
     def score(params):
-        post = lambda x, t: jax.nn.softmax(apply_fn(params, x, t), -1)  # noqa: E731
+        post = D.model_posterior(apply_fn, params, source=src)
         bpt, _ = D.elbo_bpt(
             post, test, path=dpath, source=src, key=jax.random.key(1), num_samples=4
         )
@@ -388,7 +458,7 @@ def _train_and_score(train, test, vocab, steps, seq_len, seed=0):
     before = score(params)
     rng = np.random.default_rng(seed)
     for i in range(steps):
-        x1 = jnp.asarray(train[rng.integers(0, len(train), 64)])
+        x1 = jnp.asarray(train[rng.integers(0, len(train), 32)])
         params, state = step(params, state, jax.random.key(100 + i), x1)
     return before, score(params)
 
@@ -406,8 +476,8 @@ def test_small_model_beats_unigram(data):
             300,
         )
     else:
-        train, test = _tokens.pydoc_text("train", 32), _tokens.pydoc_text("test", 32)[:256]
-        vocab, steps = len(_tokens.text_vocab()), 300
+        train, test = _tokens.pydoc_text("train", 16), _tokens.pydoc_text("test", 16)[:256]
+        vocab, steps = len(_tokens.text_vocab()), 200
     seq = train.shape[1]
     test = jnp.asarray(test[:256])
     before, after = _train_and_score(train, test, vocab, steps, seq)

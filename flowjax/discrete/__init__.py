@@ -11,6 +11,7 @@ softmax, or the exact `analytic.MarkovTokens.posterior`).
 """
 
 from flowjax.discrete import analytic as analytic
+from flowjax.discrete import flowmap as flowmap
 from flowjax.discrete._elbo import elbo_bpt as elbo_bpt
 from flowjax.discrete._euler import sample_euler as sample_euler
 from flowjax.discrete._guidance import guided_posterior as guided_posterior
@@ -20,6 +21,8 @@ from flowjax.discrete._kappa import CosineKappa as CosineKappa
 from flowjax.discrete._kappa import LinearKappa as LinearKappa
 from flowjax.discrete._kappa import PolynomialKappa as PolynomialKappa
 from flowjax.discrete._masked import sample_masked as sample_masked
+from flowjax.discrete._model import ModelPosterior as ModelPosterior
+from flowjax.discrete._model import model_posterior as model_posterior
 from flowjax.discrete._path import MixturePath as MixturePath
 from flowjax.discrete._path import pad_posterior as pad_posterior
 from flowjax.discrete._sources import SOURCES as SOURCES
@@ -44,13 +47,16 @@ __all__ = [
     "LinearKappa",
     "MaskSource",
     "MixturePath",
+    "ModelPosterior",
     "PolynomialKappa",
     "UniformSource",
     "analytic",
+    "flowmap",
     "check_tokens",
     "elbo_bpt",
     "generalized_kl",
     "guided_posterior",
+    "model_posterior",
     "pad_posterior",
     "sample_euler",
     "sample_masked",

@@ -9,7 +9,8 @@ to vocab_size + 1 (room for the mask id V of the mask source).
 
 A context (shape `context_shape`, one example, no batch axis) is flattened and linearly
 embedded into c; `context=None` on a context-conditioned model means a learned null context
-(INTERFACES.md, classifier-free guidance).
+(INTERFACES.md, classifier-free guidance). `token_features=F` adds per-token input features
+(B, L, F) (`features=` at call time), used by the discrete flow map for its noise.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class TokenTransformer(nnx.Module):
         num_classes: int | None = None,
         two_times: bool = False,
         context_shape: tuple[int, ...] | None = None,
+        token_features: int | None = None,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -152,6 +154,12 @@ class TokenTransformer(nnx.Module):
             self.null_context = nnx.Param(jnp.zeros((hidden_size,), param_dtype))
         else:
             self.context_embed, self.null_context = None, None
+        # Optional per-token input features (B, L, F), e.g. the noise of a discrete flow map.
+        self.feature_embed = (
+            nnx.Linear(int(token_features), hidden_size, kernel_init=_XAVIER, **kw)
+            if token_features
+            else None
+        )
         self.blocks = nnx.List(
             [
                 _Block(hidden_size, num_heads, mlp_ratio, dropout, positions == "rotary", kw=kw)
@@ -170,6 +178,7 @@ class TokenTransformer(nnx.Module):
         s: Time | None = None,
         y: Labels | None = None,
         context: Float[Array, "batch *context"] | None = None,
+        features: Float[Array, "batch length feat"] | None = None,
         key: Key | None = None,
     ) -> Float[Array, "batch length vocab"]:
         """Logits (B, L, vocab_size) of x1 given x_t = x; `key` turns dropout on."""
@@ -184,6 +193,10 @@ class TokenTransformer(nnx.Module):
         h = self.embed(x)
         if self.pos is not None:
             h = h + self.pos[...].astype(h.dtype)
+        if (features is None) != (self.feature_embed is None):
+            raise ValueError("features= is given exactly when the model has token_features")
+        if features is not None:
+            h = h + self.feature_embed(jnp.asarray(features, h.dtype))
         c = self.cond(t, batch=b, s=s, y=y)
         if self.context_embed is not None:
             if context is None:
