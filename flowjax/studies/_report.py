@@ -181,6 +181,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, filename: str, title: str) -> str:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(filename, dpi=100)
+    plt.close(fig)
+    return os.path.basename(filename)
+
+
 def plot_curves(
     filename: str,
     panels: Mapping[str, tuple[Mapping[str, Mapping[str, Any]], str]],
@@ -224,12 +233,7 @@ def plot_curves(
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(filename, dpi=100)
-    plt.close(fig)
-    return os.path.basename(filename)
+    return _save(plt, fig, filename, title)
 
 
 def _image_grid(x) -> np.ndarray:
@@ -274,9 +278,4 @@ def plot_samples(
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
             ax.axis("off")
         ax.set_title(name, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(filename, dpi=100)
-    plt.close(fig)
-    return os.path.basename(filename)
+    return _save(plt, fig, filename, title)
