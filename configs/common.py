@@ -7,6 +7,8 @@ or `smoke`), `key=value` tokens set named options of that config file.
 
 import ml_collections
 
+from flowjax.train.config import default_config
+
 # Objective presets: flow matching vs diffusion differ in path, prediction target, time
 # distribution and weighting, each a registered name (see flowjax.train.config.NAME_FIELDS).
 METHODS = {
@@ -85,9 +87,7 @@ def points_config(
 ) -> ml_collections.ConfigDict:
     """The 2D-point recipe shared by `toy2d` and `gmm`: the `mlp/base` network, AdamW at 1e-3,
     EMA 0.999, Heun samples scored by energy distance every `eval_every` steps."""
-    from configs import default
-
-    config = default.get_config()
+    config = default_config()
     config.data.name = data
     config.data.batch_size = 256
     config.model.name = "mlp"

@@ -5,7 +5,10 @@
     config = toy2d.get_config("fm")
     summary = fj.train.train_and_evaluate(config, "/tmp/fj_toy2d")
 
+(`configs/` and `experiments/` are the application: run them from the repository root.)
 Command line: `python -m experiments.main --config=configs/toy2d.py:fm --workdir=DIR`.
+The config schema is `fj.train.config.default_config()`; `validate` checks a config without
+touching any file, `build` turns its names into objects, `restore` is the inverse of saving.
 """
 
 from flowjax.train.checkpoint import Checkpointer as Checkpointer

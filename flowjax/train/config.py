@@ -12,13 +12,12 @@ a one-line ValueError naming the field by its dotted path and, for names, the va
 
 from __future__ import annotations
 
-import importlib
 import numbers
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
 
+from flowjax import _registry, data, models, sampling
 from flowjax.train.experiment import build_objective, unloaded_teacher
 
 __all__ = ["validate", "NAME_FIELDS", "FREE_FIELDS", "DTYPES", "default_config", "choices"]
@@ -38,32 +37,25 @@ FREE_FIELDS = (
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _attr(module: str, name: str) -> Callable[[], Mapping]:
-    return lambda: getattr(importlib.import_module(module), name)
-
-
-def _own(name: str) -> Callable[[], Mapping]:
-    return _attr(f"flowjax.train.{name.split('.')[0]}", name.split(".")[1])
-
-
-# Field -> registry its value must be a key of. The same registries build the run.
-# OPTIONAL_NAMES may also be "" (the objective's own default).
-NAME_FIELDS: dict[str, Callable[[], Any]] = {
-    "data.name": _attr("flowjax.data", "DATASETS"),
-    "model.name": _attr("flowjax.models", "REGISTRY"),
-    "model.dtype": lambda: DTYPES,
-    "objective.name": _attr("flowjax.objectives", "OBJECTIVES"),
-    "objective.path": _attr("flowjax.paths", "PATHS"),
-    "objective.target": _attr("flowjax.paths", "KINDS"),
-    "objective.coupling": _attr("flowjax.couplings", "COUPLINGS"),
-    "objective.time_dist": _attr("flowjax.objectives", "TIME_DISTS"),
-    "objective.weighting": _attr("flowjax.objectives", "WEIGHTINGS"),
-    "source.name": _attr("flowjax.sources", "SOURCES"),
-    "optim.name": _own("optim.OPTIMIZERS"),
-    "optim.schedule": _own("optim.SCHEDULES"),
-    "train.on_nonfinite": _own("step.NONFINITE_POLICIES"),
-    "eval.solver": _attr("flowjax.sampling", "SOLVERS"),
-    "eval.metric": _own("evaluation.METRICS"),
+# Field -> registry its value must be a key of (a lazy "module:attr" target, or the names
+# themselves). The same registries build the run. OPTIONAL_NAMES may also be "" (the
+# objective's own default).
+NAME_FIELDS: dict[str, Any] = {
+    "data.name": "flowjax.data:DATASETS",
+    "model.name": "flowjax.models:REGISTRY",
+    "model.dtype": DTYPES,
+    "objective.name": "flowjax.objectives:OBJECTIVES",
+    "objective.path": "flowjax.paths:PATHS",
+    "objective.target": "flowjax.paths:KINDS",
+    "objective.coupling": "flowjax.couplings:COUPLINGS",
+    "objective.time_dist": "flowjax.objectives:TIME_DISTS",
+    "objective.weighting": "flowjax.objectives:WEIGHTINGS",
+    "source.name": "flowjax.sources:SOURCES",
+    "optim.name": "flowjax.train.optim:OPTIMIZERS",
+    "optim.schedule": "flowjax.train.optim:SCHEDULES",
+    "train.on_nonfinite": "flowjax.train.step:NONFINITE_POLICIES",
+    "eval.solver": "flowjax.sampling:SOLVERS",
+    "eval.metric": "flowjax.train.evaluation:METRICS",
 }
 
 
@@ -175,7 +167,7 @@ OPTIONAL_NAMES = ("objective.coupling", "objective.time_dist", "objective.weight
 
 def choices(field: str) -> list[str]:
     """Valid values of a name field (see `NAME_FIELDS`)."""
-    return sorted(NAME_FIELDS[field]())
+    return sorted(_registry.load(NAME_FIELDS[field]))
 
 
 def _fail(field: str, message: str):
@@ -265,7 +257,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _check_structure(config, default_config())
     for field in NAME_FIELDS:
         _name(config, field)
-    variants = importlib.import_module("flowjax.models").REGISTRY[config.model.name][1]
+    variants = models.REGISTRY[config.model.name][1]
     if config.model.variant not in variants:
         _fail(
             "model.variant",
@@ -308,15 +300,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         )
     # Mesh and batch.
     fsdp = _number(config, "mesh.fsdp", low=1, integer=True)
-    data = config.mesh.data
-    if isinstance(data, bool) or not isinstance(data, int) or (data < 1 and data != -1):
-        _fail("mesh.data", f"must be a positive int or -1 (all remaining devices), got {data!r}")
-    if data == -1 and num_devices % fsdp:
+    dp = config.mesh.data
+    if isinstance(dp, bool) or not isinstance(dp, int) or (dp < 1 and dp != -1):
+        _fail("mesh.data", f"must be a positive int or -1 (all remaining devices), got {dp!r}")
+    if dp == -1 and num_devices % fsdp:
         _fail("mesh.fsdp", f"{fsdp} does not divide the number of devices ({num_devices})")
-    if data != -1 and data * fsdp != num_devices:
+    if dp != -1 and dp * fsdp != num_devices:
         _fail(
             "mesh.data",
-            f"data * fsdp = {data} * {fsdp} must equal the number of devices ({num_devices}); "
+            f"data * fsdp = {dp} * {fsdp} must equal the number of devices ({num_devices}); "
             "use -1 for all remaining devices",
         )
     _number(config, "mesh.fsdp_min_size", low=0, integer=True)
@@ -340,7 +332,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _number(config, "eval.every", low=-1, integer=True)
     _number(config, "eval.num_samples", low=1, integer=True)
     if _number(config, "eval.num_steps", low=0, integer=True) == 0:
-        adaptive = importlib.import_module("flowjax.sampling").ADAPTIVE_SOLVERS
+        adaptive = sampling.ADAPTIVE_SOLVERS
         if config.eval.solver not in adaptive:
             _fail(
                 "eval.solver",
@@ -361,5 +353,5 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             f"{ema_index} but there are {len(decays)} EMA decay(s); -1: raw params",
         )
     # The objective's own construction checks, with every name resolved but no teacher loaded.
-    spec = importlib.import_module("flowjax.data").spec(config.data.name)
+    spec = data.spec(config.data.name)
     build_objective(config, spec, load_teacher=unloaded_teacher)
