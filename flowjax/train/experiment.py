@@ -276,6 +276,10 @@ def build_objective(config, spec, *, devices=None, load_teacher: Callable = load
             except FileNotFoundError as e:
                 _fail_field(f"objective.kwargs.{key}", str(e))
     kwargs.update(extra)
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if f.name not in kwargs:
+                _fail_field(f"objective.kwargs.{f.name}", f"objective {obj.name!r} needs it")
     try:
         return cls(**kwargs)  # the objective's own construction checks
     except (TypeError, ValueError) as e:
