@@ -41,6 +41,7 @@ class DatasetSpec:
     description: str = ""
     log_density: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
     bounds: tuple[float, float] | None = None
+    context_shape: tuple[int, ...] | None = None  # one example's batch["context"], if any
 
     @property
     def synthetic(self) -> bool:

@@ -149,6 +149,7 @@ def specs(spec_cls) -> dict:
             "points",
             functools.partial(open_stream, name, mix.from_uniform, 4),
             num_modes=mix.num_components,
+            context_shape=mix.context_shape,
             description="3-component 2D mixture rotated by a context c ~ U[-1, 1] ('context', "
             "shape (1,)); exact p(x | c) from fj.data.CONTEXT_MIXTURES[name].oracle()",
         )
