@@ -122,6 +122,39 @@ def test_labels_change_output_and_null_label(name):
     np.testing.assert_allclose(mixed[1], out1[1], rtol=1e-6, atol=1e-6)
 
 
+# name -> context shapes: a vector (FiLM on the time embedding) and, for images, an image of
+# the data's spatial size (channel concatenation).
+CONTEXTS = {"mlp": [(2,)], "unet": [(5,), (8, 8, 3)], "dit": [(5,), (8, 8, 3)]}
+
+
+@pytest.mark.parametrize(
+    ("name", "cshape"), [(n, c) for n in NAMES for c in CONTEXTS[n]], ids=lambda v: str(v)
+)
+def test_context_changes_output_and_null_context(name, cshape):
+    variant, shape = TINY[name]
+    model = build_model(name, variant, input_shape=shape, context_shape=cshape, key=_key(0))
+    assert model.context.mode == ("concat" if len(cshape) == 3 else "film")
+    apply_fn, params = functional(model)
+    params = _perturb(params, 3)
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((B, *shape)), jnp.float32)
+    c0, c1 = (jnp.asarray(rng.standard_normal((B, *cshape)), jnp.float32) for _ in range(2))
+    out0 = apply_fn(params, x, 0.3, context=c0)
+    assert np.max(np.abs(out0 - apply_fn(params, x, 0.3, context=c1))) > 1e-3
+    null = apply_fn(params, x, 0.3)  # context=None: the null context
+    assert np.all(np.isfinite(null)) and np.max(np.abs(null - out0)) > 1e-3
+    # A NaN row is the null context for that example only (context dropout for CFG).
+    from flowjax.models import drop_context
+
+    mixed = c0.at[1].set(jnp.nan)
+    got = apply_fn(params, x, 0.3, context=mixed)
+    np.testing.assert_allclose(got[1], null[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0], out0[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(drop_context(_key(1), c0, 1.0).shape, c0.shape)
+    assert np.all(np.isnan(drop_context(_key(1), c0, 1.0)))
+    np.testing.assert_array_equal(drop_context(_key(1), c0, 0.0), c0)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_second_time_enters_only_when_given(name):
     n = _net(name)
