@@ -11,7 +11,8 @@ the unigram baseline).
   python -m experiments.discrete --workdir=/tmp/dfm
   python -m experiments.discrete --config=configs/discrete_default.py:smoke --workdir=/tmp/dfm_s
 
-Variants: `smoke` (seconds: oracle only, two arms, few steps).
+Variants: `smoke` (oracle only, two arms, 20 steps); `flowmap` (the flow map alone: 3000
+distillation steps, batch 256, 4096 samples per evaluation).
 Not measured on a quiet machine yet (see the README section for what was run).
 """
 
@@ -38,7 +39,7 @@ def get_config(arg=None):
         dict(seed=0, length=4, vocab_size=3, concentration=0.5, flowmap_variant="tiny")
     )
     c.flowmap = ml_collections.ConfigDict(
-        dict(num_steps=400, teacher_steps=32, jump_steps=(1, 2, 4))
+        dict(num_steps=1000, batch_size=128, teacher_steps=32, jump_steps=(1, 2, 4, 8))
     )
     c.optim = default_config().optim
     c.optim.lr = 2e-3
@@ -53,6 +54,10 @@ def get_config(arg=None):
             )
             c.eval_samples, c.sample_steps = 256, (1, 4)
             c.flowmap.num_steps, c.flowmap.jump_steps = 20, (1, 2)
+        elif variant == "flowmap":  # the flow-map measurement alone (README numbers)
+            c.datasets, c.arms, c.num_steps = "oracle", "mdlm", 50
+            c.eval_samples, c.sample_steps = 4096, (1, 64)
+            c.flowmap.num_steps, c.flowmap.batch_size = 3000, 256
         elif variant:
-            raise ValueError(f"unknown variant {variant!r}; valid: smoke")
+            raise ValueError(f"unknown variant {variant!r}; valid: smoke, flowmap")
     return c

@@ -114,7 +114,7 @@ def _flowmap(config, chain, seeds, log):
     loss = flowmap.FlowMapDistillation(
         teacher=teacher, path=dpath, source=src, model=apply_fn, teacher_steps=f.teacher_steps
     )
-    stream = OracleStream(chain, seeds, config.batch_size, f.num_steps, config.steps_per_dispatch)
+    stream = OracleStream(chain, seeds, f.batch_size, f.num_steps, config.steps_per_dispatch)
     state, _ = studies.SeedTrainer(loss, net, config.optim, f.num_steps, ema_decay=0.99).train(
         stream
     )
