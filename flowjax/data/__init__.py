@@ -12,6 +12,7 @@ from flowjax.data._gmm import ContextMixture as ContextMixture
 from flowjax.data._gmm import MixtureParams as MixtureParams
 from flowjax.data._gmm import gmm_params as gmm_params
 from flowjax.data._gmm import sample_mixture as sample_mixture
+from flowjax.data._manifold import manifold_distribution as manifold_distribution
 from flowjax.data._manifold import manifold_of as manifold_of
 from flowjax.data._pipeline import DataIterator as DataIterator
 from flowjax.data._pipeline import make_iterator as make_iterator

@@ -46,6 +46,7 @@ __all__ = [
     "latlon_to_unit",
     "load_dihedral",
     "load_earth",
+    "manifold_distribution",
     "manifold_of",
     "specs",
 ]
@@ -300,6 +301,14 @@ PRESETS = {
 def preset(name: str):
     """The distribution object of a synthetic manifold dataset."""
     return PRESETS[name]()
+
+
+def manifold_distribution(name: str):
+    """The exact distribution (sample, log_prob) behind a synthetic manifold dataset
+    ("vmf_mixture", "torus_checkerboard", "wrapped_gaussians")."""
+    if name not in PRESETS:
+        raise ValueError(f"{name!r} has no exact distribution; valid: {sorted(PRESETS)}")
+    return preset(name)
 
 
 # ------------------------------------------------------------------------------ files
