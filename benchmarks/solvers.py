@@ -514,3 +514,357 @@ def _images_of(ctx: Context, model: str) -> None:
         {"model": model, "dtype": s.dtype, "rtol": s.rtol, "atol": s.atol},
     )
     row["mean_logp"] = float(jnp.mean(lp))
+
+
+# ======================================================================================
+# Solver study (issue: fast samplers and time grids). Self-contained; run it with
+#   python -m benchmarks.solvers [--quick] [--out=benchmarks/results/solvers_cpu.json]
+# It prints the markdown tables of BENCHMARKS.md's "Samplers and time grids" section.
+
+
+def _tanh_mlp(seed: int, width: int = 256, depth: int = 3, dim: int = 2):
+    """[(W, b)] of a depth x width tanh MLP on (x, t) -> R^dim (LeCun-normal weights)."""
+    rng = np.random.default_rng(seed)
+    sizes = [dim + 1] + [width] * depth + [dim]
+    return [
+        (
+            (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32),
+            (0.1 * rng.standard_normal(b)).astype(np.float32),
+        )
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def _mlp_apply(params, x, t):
+    h = jnp.concatenate([x, jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])[:, None]], 1)
+    for w, b in params[:-1]:
+        h = jnp.tanh(h @ w + b)
+    w, b = params[-1]
+    return h @ w + b
+
+
+def _torch_mlp(params, dtype):
+    import torch
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList()
+            for w, b in params:
+                lin = torch.nn.Linear(*w.shape).to(dtype)
+                with torch.no_grad():
+                    lin.weight.copy_(torch.from_numpy(np.asarray(w).T.copy()))
+                    lin.bias.copy_(torch.from_numpy(np.asarray(b).copy()))
+                self.layers.append(lin)
+
+        def forward(self, x, t):
+            t = torch.as_tensor(t, dtype=x.dtype).reshape(-1)
+            h = torch.cat([x, t.expand(x.shape[0])[:, None]], 1)
+            for lin in self.layers[:-1]:
+                h = torch.tanh(lin(h))
+            return self.layers[-1](h)
+
+    return MLP().eval()
+
+
+def adaptive_overhead(n: int = 10_000, tol: float = 1e-5, repeats: int = 5) -> dict:
+    """dopri5 at rtol = atol = tol on n 2D points through a 3x256 tanh MLP (float32):
+    sample_ode vs a plain jitted diffrax.diffeqsolve (same first step, RMS norm) vs
+    flow_matching's ODESolver (torchdiffeq), each checked against a float64 reference."""
+    import diffrax
+    import torch
+
+    from benchmarks._harness import CompileWatch, measure
+    from benchmarks._torch_peers import count_calls, fm_sample
+
+    params = _tanh_mlp(0)
+    jparams = jax.device_put([(jnp.asarray(w), jnp.asarray(b)) for w, b in params])
+    x0 = np.random.default_rng(1).standard_normal((n, 2)).astype(np.float32)
+    x0_j = jnp.asarray(x0)
+    v = Partial(_mlp_apply, jparams)
+
+    def ours():
+        return fj.sampling.sample_ode(v, x0_j, "dopri5", rtol=tol, atol=tol)
+
+    @jax.jit
+    def plain(p, x):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, args: _mlp_apply(args, y, t)),
+            diffrax.Dopri5(),
+            t0=0.0,
+            t1=1.0,
+            dt0=0.01,  # sample_ode's first step, so both take the same steps
+            y0=x,
+            args=p,
+            stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=4096,
+        )
+        return sol.ys[0], sol.stats["num_steps"], sol.stats["num_rejected_steps"]
+
+    model32 = _torch_mlp(params, torch.float32)
+    x0_t = torch.from_numpy(x0)
+    ref = fm_sample(_torch_mlp(params, torch.float64), x0_t.double(), rtol=1e-10, atol=1e-10)
+    ref = ref.numpy()
+
+    out = {"n": n, "tol": tol, "model": "tanh MLP 3x256 on (x, t), float32"}
+    t_ours = measure(ours, repeats=repeats)
+    x_ours, info = ours()
+    t_plain = measure(lambda: plain(jparams, x0_j), repeats=repeats)
+    x_plain, steps, rejected = plain(jparams, x0_j)
+    counted = count_calls(model32)
+    x_peer = fm_sample(counted, x0_t, rtol=tol, atol=tol).numpy()
+    t_peer = measure(
+        lambda: fm_sample(model32, x0_t, rtol=tol, atol=tol), repeats=repeats, sync=lambda o: None
+    )
+    x0_new = jax.block_until_ready(x0_j * 1.01)
+    with CompileWatch() as watch:  # new values and tolerances: no recompilation
+        jax.block_until_ready(
+            fj.sampling.sample_ode(v, x0_new, "dopri5", rtol=2 * tol, atol=2 * tol)
+        )
+        jax.block_until_ready(plain(jparams, x0_new))
+    err = lambda x: float(np.max(np.abs(np.asarray(x) - ref)))
+    out["rows"] = {
+        "flowjax sample_ode": {
+            "median_s": t_ours["median_s"],
+            "nfe": int(info["nfe"]),
+            "max_err_vs_f64": err(x_ours),
+            "recompiles": t_ours["recompiles"],
+        },
+        "plain jitted diffrax.diffeqsolve": {
+            "median_s": t_plain["median_s"],
+            # FSAL: 6 new stages per attempted step, plus the first; diffrax re-evaluates
+            # the first stage after a rejection before the first acceptance (not counted).
+            "nfe": int(6 * int(steps) + 1),
+            "num_steps": int(steps),
+            "max_err_vs_f64": err(x_plain),
+            "recompiles": t_plain["recompiles"],
+        },
+        "flow_matching ODESolver": {
+            "median_s": t_peer["median_s"],
+            "nfe": int(counted.calls),
+            "max_err_vs_f64": err(x_peer),
+        },
+    }
+    out["recompiles_new_values"] = watch.compiles
+    out["ratio_vs_plain"] = t_ours["median_s"] / t_plain["median_s"]
+    out["speedup_vs_flow_matching"] = t_peer["median_s"] / t_ours["median_s"]
+    out["agree_ours_plain"] = float(np.max(np.abs(np.asarray(x_ours) - np.asarray(x_plain))))
+    return out
+
+
+def _mixture():
+    return fj.analytic.GaussianMixture(
+        means=jnp.array([[2.0, 0.0], [-2.0, 1.0], [0.0, -2.0]]),
+        stds=jnp.array([0.5, 0.4, 0.6]),
+        weights=jnp.array([0.5, 0.3, 0.2]),
+    )
+
+
+def _energy(x, y, chunk: int = 1000):
+    """Energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic), chunked."""
+
+    @jax.jit
+    def mean_dist(a, b):
+        def row(c):
+            return jnp.sum(jnp.sqrt(jnp.sum((c[:, None] - b[None]) ** 2, -1) + 1e-30))
+
+        return jnp.sum(jax.lax.map(row, a.reshape(-1, chunk, a.shape[-1]))) / (
+            a.shape[0] * b.shape[0]
+        )
+
+    return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
+
+
+_MIXTURE_PATHS = {
+    "condot": (lambda: fj.paths.CondOT(), 1.0),
+    "cosine": (lambda: fj.paths.Cosine(), 1.0),
+    "vp": (lambda: fj.paths.VP(), 0.999),  # VP's velocity is singular at t = 1
+}
+
+
+# Noise-level range for the mixture (component stds 0.4-0.6, data std ~1.7): EDM's image
+# defaults (0.002, 80) spend most of 10 steps where nothing happens in 2D.
+MIXTURE_RANGE = {"sigma_min": 0.05, "sigma_max": 10.0}
+
+
+def mixture_samplers(nfe: int = 10, n: int = 4000, specs=None) -> dict:
+    """Each sampler at `nfe` exact-model evaluations on the analytic mixture (float64): RMS
+    distance to the exact flow map of the same noise, and energy distance to exact samples.
+    Noise-level grids run with their defaults and, marked "*", with `MIXTURE_RANGE`."""
+    specs = specs or [
+        *fj.sampling.SAMPLER_SPECS,
+        *(
+            f"{s}*"
+            for s in fj.sampling.SAMPLER_SPECS
+            if fj.sampling.parse_sampler(s).grid in ("edm", "logsnr")
+        ),
+    ]
+    gmm = _mixture()
+    x0 = jax.random.normal(jax.random.key(0), (n, 2), jnp.float64)
+    ref = gmm.sample(jax.random.key(1), n)
+    floor = _energy(gmm.sample(jax.random.key(2), n), ref)
+    out = {"nfe": nfe, "n": n, "energy_floor": floor, "paths": {}}
+    for name, (make, t1) in _MIXTURE_PATHS.items():
+        path = make()
+
+        def eps(x, t, path=path):
+            x1 = gmm.posterior_mean(path, x, t)
+            return fj.paths.convert(x1, src="x1", dst="eps", path=path, x=x, t=t)
+
+        rows = {}
+        for spec in specs:
+            s = fj.sampling.parse_sampler(spec.rstrip("*"))
+            kw = MIXTURE_RANGE if spec.endswith("*") and s.grid in ("edm", "logsnr") else {}
+            grid = fj.sampling.grids.get_grid(s.grid, path, **kw)
+            if s.multistep:  # the exact eps through the solver's own conversion
+                x, info = fj.sampling.sample_multistep(
+                    eps,
+                    x0,
+                    kind="eps",
+                    path=path,
+                    solver=s.solver,
+                    num_steps=nfe,
+                    grid=grid,
+                    t1=t1,
+                )
+            else:  # the exact velocity
+                x, info = fj.sampling.sample_ode(
+                    gmm.velocity_field(path), x0, s.solver, s.num_steps(nfe), grid=grid, t1=t1
+                )
+            ts = info["ts"]
+            exact = gmm.flow_map(path, x0, ts[0], ts[-1])
+            rows[spec] = {
+                "nfe": int(info["nfe"]),
+                "rms_to_flow_map": float(jnp.sqrt(jnp.mean((x - exact) ** 2))),
+                "energy": _energy(x, ref),
+            }
+        out["paths"][name] = rows
+    return out
+
+
+def convergence_orders(steps=(32, 64, 128, 256), t1: float = 0.8) -> dict:
+    """Slope of log RMS error to the exact flow map against log step size, LogSNR grid,
+    float64; multistep solvers with the exact eps, Euler / Heun with the exact velocity."""
+    gmm = _mixture()
+    x0 = jax.random.normal(jax.random.key(3), (64, 2), jnp.float64)
+    solvers = ("ddim", "dpm++2m", "dpm++3m", "unipc", "unipc-bh1", "unipc3", "euler", "heun")
+    out = {"steps": list(steps), "t1": t1, "paths": {}}
+    for name, (make, _) in _MIXTURE_PATHS.items():
+        path = make()
+        grid = fj.sampling.grids.LogSNR(path)
+
+        def eps(x, t, path=path):
+            x1 = gmm.posterior_mean(path, x, t)
+            return fj.paths.convert(x1, src="x1", dst="eps", path=path, x=x, t=t)
+
+        ts = grid(4, 0.0, t1)
+        exact = gmm.flow_map(path, x0, ts[0], ts[-1])
+        rows = {}
+        for solver in solvers:
+            err = []
+            for k in steps:
+                if solver in fj.sampling.MULTISTEP_SOLVERS:
+                    x, _ = fj.sampling.sample_multistep(
+                        eps, x0, kind="eps", path=path, solver=solver, num_steps=k, t1=t1
+                    )
+                else:
+                    x, _ = fj.sampling.sample_ode(
+                        gmm.velocity_field(path), x0, solver, k, grid=grid, t1=t1
+                    )
+                err.append(float(jnp.sqrt(jnp.mean((x - exact) ** 2))))
+            slope = float(np.polyfit(np.log(1.0 / np.asarray(steps)), np.log(err), 1)[0])
+            rows[solver] = {"errors": err, "order": slope}
+        out["paths"][name] = rows
+    return out
+
+
+def _tables(res: dict) -> str:
+    lines = []
+    a = res.get("adaptive")
+    if a:
+        lines += [
+            f"Adaptive dopri5, {a['n']} 2D points, rtol = atol = {a['tol']:g}, {a['model']}:",
+            "",
+            "| implementation | time per solve | NFE | max abs error vs float64 |",
+            "|---|---|---|---|",
+        ]
+        for k, r in a["rows"].items():
+            lines.append(
+                f"| {k} | {1e3 * r['median_s']:.1f} ms | {r['nfe']} | {r['max_err_vs_f64']:.1e} |"
+            )
+        lines += [
+            "",
+            f"sample_ode / plain diffeqsolve = {a['ratio_vs_plain']:.3f}; flow_matching / "
+            f"sample_ode = {a['speedup_vs_flow_matching']:.2f}x; max |sample_ode - plain| = "
+            f"{a['agree_ours_plain']:.1e}; compiles on new values/tolerances: "
+            f"{a['recompiles_new_values']}.",
+            "",
+        ]
+    m = res.get("mixture")
+    if m:
+        paths = list(m["paths"])
+        lines += [
+            f"Analytic mixture, {m['nfe']} NFE, {m['n']} samples (exact eps / velocity), RMS "
+            "distance to the exact flow map of the same noise | energy distance to exact "
+            f"samples (noise floor {m['energy_floor']:.4f}):",
+            "",
+            "| sampler | " + " | ".join(paths) + " |",
+            "|---|" + "---|" * len(paths),
+        ]
+        for spec in m["paths"][paths[0]]:
+            rows = [m["paths"][p][spec] for p in paths]
+            cells = [f"{r['rms_to_flow_map']:.4f} / {r['energy']:.4f}" for r in rows]
+            lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+        lines.append("")
+    c = res.get("orders")
+    if c:
+        paths = list(c["paths"])
+        lines += [
+            f"Convergence orders (fitted slope, steps {c['steps']}, LogSNR grid to t1 = "
+            f"{c['t1']}, float64):",
+            "",
+            "| solver | " + " | ".join(paths) + " |",
+            "|---|" + "---|" * len(paths),
+        ]
+        for solver in c["paths"][paths[0]]:
+            lines.append(
+                f"| {solver} | "
+                + " | ".join(f"{c['paths'][p][solver]['order']:.2f}" for p in paths)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+    import os
+    import time
+
+    from benchmarks._harness import environment, loadavg
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="1000 points, 2 repeats (a smoke run)")
+    ap.add_argument("--out", default="benchmarks/results/solvers_cpu.json")
+    args = ap.parse_args(argv)
+    res = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "loadavg_start": loadavg(),
+    }
+    n, reps = (1000, 2) if args.quick else (10_000, 5)
+    res["adaptive"] = adaptive_overhead(n=n, repeats=reps)
+    jax.config.update("jax_enable_x64", True)
+    res["mixture"] = mixture_samplers(n=1000 if args.quick else 4000)
+    res["orders"] = convergence_orders()
+    res["loadavg_end"] = loadavg()
+    res["environment"] = environment()
+    text = _tables(res)
+    print(text)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -91,6 +91,30 @@ def test_ddim_tends_to_the_exact_pf_ode(x64):
     assert float(jnp.sqrt(jnp.mean((x - exact) ** 2))) > 5 * err[2]
 
 
+def test_same_log_snr_grid_gives_the_same_samples_on_every_path(x64):
+    # The solvers see a path only through its log-SNR: on two paths with the same log-SNR
+    # grid, (alpha, sigma) differ by a factor c_t and so do the states (x = c_t x'), exactly.
+    # Both grids end on the data (c = 1 there): the samples agree. (A Cosine end with
+    # sigma = cos(pi/2) = 6e-17 not read as 0 once broke this: a final step over h ~ 35.)
+    gmm = mixture()
+    x0 = jax.random.normal(jax.random.key(6), (16, 2))
+    out = {}
+    for name, path in PATHS.items():
+        t_start = grids.LogSNR(path)(4)[0]
+        c = jnp.sqrt(path.alpha(t_start) ** 2 + path.sigma(t_start) ** 2)
+        model = lambda x, t, path=path: gmm.posterior_mean(path, x, t)
+        out[name] = {
+            solver: fj.sampling.sample_multistep(
+                model, c * x0, kind="x1", path=path, solver=solver, num_steps=10
+            )[0]
+            for solver in ("dpm++3m", "unipc")
+        }
+    for name in ("cosine", "condot"):
+        for solver, x in out[name].items():
+            np.testing.assert_allclose(x, out["vp"][solver], atol=1e-9, err_msg=(name, solver))
+    assert not np.allclose(out["vp"]["dpm++3m"], out["vp"]["unipc"], atol=1e-3)
+
+
 def test_every_kind_and_guidance_give_the_same_steps(x64):
     # The solvers see only the data prediction: eps, x1, velocity and score models of the same
     # field give the same samples; CFG at w = 1 is the conditional model.

@@ -50,8 +50,14 @@ def get_multistep(solver) -> AbstractMultistep:
 
 
 def _point(path: AffinePath, t) -> Point:
-    """(alpha, sigma, half log-SNR) at t; sigma clipped at 0 (cos(pi/2) rounds below it)."""
-    a, s = path.alpha(t), jnp.maximum(path.sigma(t), 0.0)
+    """(alpha, sigma, half log-SNR) at t.
+
+    sigma below alpha times the float epsilon is 0: the path's end on the data, where
+    cos(pi/2) rounds to 6e-17 (float64) or -4e-8 (float32). Left as is, its log-SNR of ~75
+    would make the last step of a multistep solver an extrapolation over h ~ 35.
+    """
+    a, s = path.alpha(t), path.sigma(t)
+    s = jnp.where(s > jnp.finfo(s.dtype).eps * a, s, 0.0)
     lam = jnp.where(s > 0, 0.5 * path.log_snr(t), jnp.inf)
     return Point(a, s, lam)
 
