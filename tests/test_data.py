@@ -16,8 +16,9 @@ def _take(it, n):
 def _assert_batches_equal(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x["x1"], y["x1"])
-        np.testing.assert_array_equal(x["label"], y["label"])
+        assert sorted(x) == sorted(y)
+        for key in x:  # x1, label and any further key (context, x0)
+            np.testing.assert_array_equal(x[key], y[key])
 
 
 def _iterator(name, batch=16, seed=0, pi=0, pc=1, **kw):
@@ -193,7 +194,10 @@ def test_process_slices_concatenate_to_the_global_batch(name):
             )
 
 
-@pytest.mark.parametrize("name,threads", [("checkerboard", 0), ("digits", 2)])
+@pytest.mark.parametrize(
+    "name,threads",
+    [("checkerboard", 0), ("digits", 2), ("context_gmm", 0), ("8gaussians_to_moons", 0)],
+)
 def test_state_round_trip_resumes_exactly(name, threads):
     it = _iterator(name, batch=64, seed=1, pi=1, pc=2, num_threads=threads)
     _take(it, 5)
@@ -205,6 +209,27 @@ def test_state_round_trip_resumes_exactly(name, threads):
     fresh.set_state(state)
     _assert_batches_equal(_take(fresh, 4), expected)
     assert fresh.get_state()["step"] == 9
+
+
+def test_context_and_pair_batches_split_over_processes_like_labels():
+    # "context" and "x0" are per-example keys: the local batches of 2 processes concatenate
+    # to the 1-process batch, key by key, as x1 and label do.
+    for name, key in (("context_gmm", "context"), ("8gaussians_to_moons", "x0")):
+        whole = next(_iterator(name, batch=64))
+        assert whole[key].shape == (64, 1 if key == "context" else 2)
+        assert whole[key].dtype == np.float32
+        parts = [next(_iterator(name, batch=64, pi=p, pc=2)) for p in range(2)]
+        for k in ("x1", "label", key):
+            np.testing.assert_array_equal(np.concatenate([b[k] for b in parts]), whole[k])
+    # The context indexes the mixture: x1 lies near the context's rotated means.
+    batch = next(_iterator("context_gmm", batch=2000))
+    mix = fd.CONTEXT_MIXTURES["context_gmm"]
+    c, comp = batch["context"][:, 0], batch["label"]
+    theta = np.asarray(mix.angles)[comp] + mix.rotation * c
+    means = mix.radius * np.stack([np.cos(theta), np.sin(theta)], 1)
+    z = (batch["x1"] - means) / np.asarray(mix.stds)[comp, None]
+    assert abs(z.std() - 1.0) < 0.05 and abs(z.mean()) < 0.05
+    assert fd.spec("context_gmm").context_shape == (1,)
 
 
 def test_set_state_refuses_another_stream():
