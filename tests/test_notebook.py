@@ -68,3 +68,22 @@ def test_notebook_installs_only_when_flowjax_is_missing():
     install = next(c for c in nb.cells if c.cell_type == "code" and "pip" in c.source)
     assert 'find_spec("flowjax") is None' in install.source
     assert "FLOWJAX_SOURCE" in install.source
+
+
+@pytest.mark.slow
+def test_discrete_notebook_runs_at_small_size():
+    """notebooks/discrete.ipynb (owner: discrete) at 60 training steps."""
+    nb = nbformat.read(ROOT / "notebooks" / "discrete.ipynb", as_version=4)
+    with pytest.MonkeyPatch.context() as mp:
+        paths = [str(ROOT), os.environ.get("PYTHONPATH")]
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+        mp.setenv("JAX_PLATFORMS", "cpu")
+        mp.setenv("DISCRETE_NB_STEPS", "60")
+        nbclient.NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        ).execute()
+    text = "".join(o.get("text", "") for o in _outputs(nb) if o.output_type == "stream")
+    s = json.loads(next(x for x in text.splitlines() if x.startswith("SUMMARY "))[8:])
+    for tvs in s["oracle_tv"].values():  # exact posterior: error falls with the steps
+        assert tvs[-1] < 0.5 * tvs[0]
+    assert s["bpt_after"] < s["bpt_before"] - 0.5  # training moved the ELBO
