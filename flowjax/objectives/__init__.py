@@ -80,6 +80,7 @@ OBJECTIVES: dict[str, str] = {
     "discrete_ce": "flowjax.discrete.cross_entropy:CrossEntropy",
     "discrete_gkl": "flowjax.discrete.generalized_kl:GeneralizedKL",
     "mdlm": "flowjax.discrete.mdlm:MDLM",
+    "discrete_flowmap": "flowjax.discrete.flowmap:FlowMapDistillation",
 }
 
 
