@@ -134,8 +134,8 @@ class _NoiseLevelGrid(AbstractGrid):
         append = lam_t1 > lam_hi
         n = jnp.asarray(num_steps, jnp.int32)
         m = jnp.where(append, n - 1, n)
-        i = jnp.arange(size)
-        u = jnp.where(m > 0, jnp.minimum(i / jnp.maximum(m, 1).astype(dt), 1.0), 0.0).astype(dt)
+        i = jnp.arange(size, dtype=jnp.int32)
+        u = jnp.where(m > 0, jnp.minimum(i.astype(dt) / jnp.maximum(m, 1).astype(dt), 1.0), 0.0)
         lam = self._levels(u, jnp.exp(-0.5 * lam_lo), jnp.exp(-0.5 * lam_hi))
         t = jnp.clip(self.path.t_from_log_snr(lam), t0, t1)
         # Exact ends where the grid starts at t0 / ends at t1 (no round trip through log-SNR).
