@@ -257,6 +257,15 @@ def test_tiny_run_is_reproducible(tiny_runs):
 
 
 @pytest.mark.slow
+def test_tiny_run_writes_the_shared_schema(tiny_runs):
+    from test_studies_core import check_study_schema
+
+    r = check_study_schema(tiny_runs[0], "compare")
+    # The checkerboard histogram KL has the same name as in the flow-map study.
+    assert r["datasets"]["checkerboard"]["primary_metric"] == "hist_kl"
+
+
+@pytest.mark.slow
 def test_report_matches_the_recorded_curves(tiny_runs):
     results = json.loads((tiny_runs[0] / "results.json").read_text())
     report = (tiny_runs[0] / "report.md").read_text()

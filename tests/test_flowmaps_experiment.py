@@ -132,6 +132,21 @@ def test_harness_writes_results_report_and_plots(tiny_runs):
 
 
 @pytest.mark.slow
+def test_tiny_run_writes_the_shared_schema(tiny_runs):
+    from test_studies_core import check_study_schema
+
+    _, dirs, _ = tiny_runs
+    r = check_study_schema(dirs[0], "flowmaps")
+    ds = r["datasets"]["gmm"]
+    v, e = ds["verdicts"][0], ds["ratios"]["best_one_step"]
+    assert (v["ratio"], v["ci_low"], v["ci_high"]) == (
+        e["ratio"],
+        e["ratio_ci_low"],
+        e["ratio_ci_high"],
+    )
+
+
+@pytest.mark.slow
 def test_harness_is_reproducible_from_its_seed(tiny_runs):
     _, dirs, _ = tiny_runs
     runs = []
