@@ -449,3 +449,64 @@ def test_sequence_model_learns_from_its_context():
     fitted = float(fit_and_test(ctx)) / var
     shuffled = float(fit_and_test(ctx[jax.random.permutation(jax.random.key(6), 512)])) / var
     assert fitted < 0.4 and shuffled > 0.9
+
+
+# ------------------------------------------------------------------------------- study
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="aeon not installed")
+def test_forecast_study_writes_schema_and_recomputable_npz(tmp_path):
+    import json
+
+    from configs import forecast_default
+    from flowjax.studies import forecast
+
+    c = forecast_default.get_config("smoke")
+    c.arms, c.baselines, c.num_seeds = "fm", "naive", 1
+    c.train.num_steps, c.train.steps_per_dispatch, c.eval.nfe = 10, 10, "1"
+    results = forecast.run(c, str(tmp_path), log=lambda *a: None)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    entry = on_disk["datasets"]["m1_yearly"]
+    assert entry["num_seeds"] == 1 and (tmp_path / "report.md").exists()
+    for v in entry["verdicts"]:
+        assert set(v) == {"claim", "metric", "ratio", "ci_low", "ci_high", "verdict"}
+    ds = fj.data.load_series("m1_yearly")
+    pasts, _, names = ds.test_split()
+    for arm, final in (
+        ("fm", entry["arms"]["fm"]["final"]["crps"]["mean"]),
+        ("naive", entry["baselines"]["naive"]["crps"]),
+    ):
+        npz = np.load(tmp_path / "m1_yearly" / f"forecasts_{arm}.npz")
+        assert npz["samples"].shape[0] == 181 and npz["target"].shape == (181, 6)
+        assert list(npz["series"]) == names
+        again = fj.metrics.forecast_metrics(npz["samples"], npz["target"], pasts, season=1)
+        assert again["crps"] == pytest.approx(final, rel=1e-9)
+    assert results["datasets"]["m1_yearly"]["baselines"]["naive"]["nd"] == pytest.approx(
+        0.2093, abs=1e-4
+    )  # the seasonal-naive figure of the published M1 tables
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="aeon not installed")
+def test_forecasting_notebook_beats_naive():
+    import json
+    import os
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parent.parent
+    nb = nbformat.read(root / "notebooks" / "forecasting.ipynb", as_version=4)
+    with pytest.MonkeyPatch.context() as mp:
+        paths = [str(root), os.environ.get("PYTHONPATH")]
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+        mp.setenv("JAX_PLATFORMS", "cpu")
+        nbclient.NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}}
+        ).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outs if o.output_type == "stream")
+    summary = json.loads(next(s for s in text.splitlines() if s.startswith("SUMMARY "))[8:])
+    assert summary["naive"]["nd"] == pytest.approx(0.2093, abs=1e-4)
+    assert summary["fm"]["crps"] < summary["naive"]["crps"]  # a trained forecaster beats naive
