@@ -53,7 +53,7 @@ def test_warmup_cosine_schedule_closed_form():
 # accumulation and skipping can be compared exactly).
 def _lsq_loss(params, key, batch):
     del key
-    pred = batch["x1"] @ params["w"] + params["b"]
+    pred = batch["x1"] @ params["w"] + params["b"][None, :]
     err = jnp.mean((pred - 2.0 * batch["x1"][:, ::-1]) ** 2)
     return err, {"mse": err}
 
