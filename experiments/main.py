@@ -7,9 +7,9 @@ r"""Train, evaluate or sample a flowjax model from a config file.
 
 Run from the repository root (configs/ and experiments/ are the application, not installed).
 Training resumes from the latest checkpoint in --workdir; --mode=eval|sample restore the latest
-checkpoint without building the objective, so a distilled student needs no teacher for them. Several hosts: pass
---multihost (with --coordinator_address, --num_processes, --process_id unless the cluster
-is auto-detected), or set config.distributed.initialize=True.
+checkpoint without building the objective, so a distilled student needs no teacher for them.
+Several hosts: pass --multihost (with --coordinator_address, --num_processes, --process_id
+unless the cluster is auto-detected), or set config.distributed.initialize=True.
 """
 
 import sys
