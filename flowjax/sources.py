@@ -632,9 +632,9 @@ class Empirical(AbstractSource):
 
         src = open_source(name, split=split, seed=seed)
         if hasattr(src, "read_range"):
-            x, _ = src.read_range(0, int(num))
+            x = src.read_range(0, int(num))[0]
         else:
-            x, _ = src.read(np.arange(min(int(num), len(src))))
+            x = src.read(np.arange(min(int(num), len(src))))[0]
         return cls(np.asarray(x))
 
     @property
