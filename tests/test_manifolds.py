@@ -113,8 +113,16 @@ _SCHEDULERS = {
 }
 
 
-@pytest.mark.parametrize("sched", list(_SCHEDULERS))
-@pytest.mark.parametrize("name", ["sphere", "torus", "product"])
+@pytest.mark.parametrize(
+    "name,sched",
+    [
+        ("sphere", "condot"),
+        ("sphere", "poly2"),
+        ("sphere", "cosine"),
+        ("torus", "cosine"),
+        ("product", "condot"),
+    ],
+)
 def test_path_velocity_is_time_derivative_and_tangent(x64, name, sched):
     manifold = {"sphere": S2, "torus": T2, "product": M.Product((S2, T2))}[name]
     gpath = M.GeodesicPath(manifold, _SCHEDULERS[sched])
@@ -206,12 +214,13 @@ def _marginal_field(x, t, grid, weights, log_q):
     return jax.lax.map(lambda a: one(*a), (x, t, k, dk), batch_size=64)
 
 
+@pytest.mark.slow
 def test_rcfm_loss_is_minimised_by_the_marginal_field(x64):
     vmf = _vmf()
-    grid, weights = _sphere_grid(48, 96)
+    grid, weights = _sphere_grid(40, 80)
     grid = jnp.asarray(grid)
     log_q = vmf.log_prob(grid)
-    n = 1024
+    n = 768
     x1 = vmf.sample(jax.random.key(0), n, jnp.float64)
     x0 = _uniform(S2, n, 1)
     t = jax.random.uniform(jax.random.key(2), (n,), jnp.float64, 0.0, 0.8)
@@ -274,6 +283,7 @@ def test_projected_solver_convergence_order(x64, solver, order):
     assert np.all(np.abs(rates - order) < 0.3), (errs, rates)
 
 
+@pytest.mark.slow
 def test_solver_keeps_samples_on_manifold_and_counts_nfe():
     v32, _ = _rotation([0.0, 0.0, 1.0])
     x0 = _uniform(S2, 64, 0, jnp.float32)
@@ -284,7 +294,7 @@ def test_solver_keeps_samples_on_manifold_and_counts_nfe():
         # A field with a radial component: projection must remove it.
         return v32(x, t).astype(x.dtype) + 0.3 * x
 
-    for solver, n in [("rk4", 10), ("dopri5", None)]:
+    for solver, n in [("dopri5", None)]:  # fixed-step counts: the convergence test
         calls.clear()
         x1, info = M.sample_ode(S2, counted, x0, solver=solver, num_steps=n, rtol=1e-5, atol=1e-5)
         jax.block_until_ready(x1)
@@ -324,6 +334,26 @@ def test_likelihood_matches_closed_form_pushforward(x64):
     logp, _ = M.log_prob(S2, v, x1, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(logp, exact, atol=1e-7)
     assert float(jnp.max(jnp.abs(exact + math.log(4 * math.pi)))) > 0.3  # non-trivial
+    # Negative control: the ambient divergence tr(J) (no tangent frame) gives another answer.
+    _, div_ambient = fj.likelihood.exact_divergence(lambda x: v(x, 0.0), x1)
+    _, div_tangent = M.riemannian_divergence(S2, lambda x: v(x, 0.0), x1)
+    np.testing.assert_allclose(div_tangent, -2 * c * z1, atol=1e-12)  # div_S2 (c P e_z) = -2cz
+    assert float(jnp.max(jnp.abs(div_ambient - div_tangent))) > 0.1
+
+
+@pytest.mark.slow
+def test_hutchinson_tangent_probes_are_unbiased(x64):
+    """The Hutchinson estimate with tangent probes z = P_x eps averages to the exact answer."""
+    c = 0.8
+    ez = jnp.array([0.0, 0.0, 1.0])
+
+    def v(x, t):
+        return c * (ez - x[:, 2:3] * x)
+
+    x1 = _uniform(S2, 32, 4)
+    z1 = x1[:, 2]
+    z0 = jnp.tanh(jnp.arctanh(z1) - c)
+    exact = jnp.log((1 - z0**2) / (1 - z1**2) / (4 * math.pi))
     # Hutchinson with tangent probes is unbiased: the mean over many probes converges.
     logp_h, _ = M.log_prob(
         S2,
@@ -331,17 +361,12 @@ def test_likelihood_matches_closed_form_pushforward(x64):
         x1,
         divergence="hutchinson",
         key=jax.random.key(0),
-        num_probes=64,
+        num_probes=32,
         solver="rk4",
         num_steps=8,
     )
     err = np.asarray(logp_h - exact)
     assert abs(err.mean()) < 4 * err.std() / math.sqrt(len(err)) and np.max(np.abs(err)) < 0.5
-    # Negative control: the ambient divergence tr(J) (no tangent frame) gives another answer.
-    _, div_ambient = fj.likelihood.exact_divergence(lambda x: v(x, 0.0), x1)
-    _, div_tangent = M.riemannian_divergence(S2, lambda x: v(x, 0.0), x1)
-    np.testing.assert_allclose(div_tangent, -2 * c * z1, atol=1e-12)  # div_S2 (c P e_z) = -2cz
-    assert float(jnp.max(jnp.abs(div_ambient - div_tangent))) > 0.1
 
 
 def test_torus_likelihood_closed_form(x64):
@@ -432,6 +457,7 @@ def test_sources_normalised_and_consistent(x64):
     )
 
 
+@pytest.mark.slow
 def test_vmf_mixture_density_and_wood_sampler(x64):
     grid, w = _sphere_grid()
     vmf = _vmf()
