@@ -846,24 +846,35 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="1000 points, 2 repeats (a smoke run)")
+    ap.add_argument("--parts", default="adaptive,mixture,orders")
+    ap.add_argument("--n", type=int, default=None, help="points of the adaptive solve")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--mixture-n", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/solvers_cpu.json")
     args = ap.parse_args(argv)
     res = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "argv": argv if argv is not None else __import__("sys").argv[1:],
         "loadavg_start": loadavg(),
+        "environment": environment(),
     }
-    n, reps = (1000, 2) if args.quick else (10_000, 5)
-    res["adaptive"] = adaptive_overhead(n=n, repeats=reps)
-    jax.config.update("jax_enable_x64", True)
-    res["mixture"] = mixture_samplers(n=1000 if args.quick else 4000)
-    res["orders"] = convergence_orders()
-    res["loadavg_end"] = loadavg()
-    res["environment"] = environment()
-    text = _tables(res)
-    print(text)
+    n = args.n or (1000 if args.quick else 10_000)
+    reps = args.repeats or (2 if args.quick else 5)
+    parts = {
+        "adaptive": lambda: adaptive_overhead(n=n, repeats=reps),
+        "mixture": lambda: mixture_samplers(n=args.mixture_n or (1000 if args.quick else 4000)),
+        "orders": convergence_orders,
+    }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    for part in args.parts.split(","):
+        if part != "adaptive":
+            jax.config.update("jax_enable_x64", True)  # oracle accuracy for the mixture
+        res[part] = parts[part]()
+        res[f"loadavg_after_{part}"] = loadavg()
+        res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        with open(args.out, "w") as f:  # after each part, so a long run keeps what it did
+            json.dump(res, f, indent=1, default=str)
+        print(_tables({part: res[part]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -107,14 +107,21 @@ def test_same_log_snr_grid_gives_the_same_samples_on_every_path(x64):
             solver: fj.sampling.sample_multistep(
                 model, c * x0, kind="x1", path=path, solver=solver, num_steps=10
             )[0]
-            for solver in ("dpm++3m", "unipc")
+            for solver in ("dpm++3m",)
         }
     for name in ("cosine", "condot"):
         for solver, x in out[name].items():
             np.testing.assert_allclose(x, out["vp"][solver], atol=1e-9, err_msg=(name, solver))
-    assert not np.allclose(out["vp"]["dpm++3m"], out["vp"]["unipc"], atol=1e-3)
+    # Negative control: the same noise unscaled on CondOT is another start, another sample.
+    path = PATHS["condot"]
+    model = lambda x, t: gmm.posterior_mean(path, x, t)
+    x = fj.sampling.sample_multistep(
+        model, x0, kind="x1", path=path, solver="dpm++3m", num_steps=10
+    )[0]
+    assert not np.allclose(x, out["vp"]["dpm++3m"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_every_kind_and_guidance_give_the_same_steps(x64):
     # The solvers see only the data prediction: eps, x1, velocity and score models of the same
     # field give the same samples; CFG at w = 1 is the conditional model.
@@ -302,7 +309,8 @@ def test_sampler_specs_spend_exactly_their_nfe():
     path = PATHS["condot"]
     f = Counter(lambda x, t: 0.5 * x)
     x0 = jax.random.normal(jax.random.key(5), (4, 2))
-    for spec in fj.sampling.SAMPLER_SPECS:
+    assert set(fj.sampling.SAMPLER_SPECS) >= {"heun@edm", "dpm++2m", "unipc@edm", "euler"}
+    for spec in ("heun@edm", "dpm++2m", "unipc@edm", "euler"):  # each family, each grid kind
         f.calls = 0
         # x1 -> velocity is singular at t = 1, which Heun visits: clamp the time (t_eps).
         x, info = fj.sampling.sample_with(spec, f, x0, kind="x1", path=path, nfe=10, t_eps=1e-3)

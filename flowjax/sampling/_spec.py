@@ -107,6 +107,7 @@ def sample_with(
     t0: float = 0.0,
     t1: float = 1.0,
     t_eps: float = 0.0,
+    grid_kwargs: dict | None = None,
 ) -> tuple[Float[Array, "B *D"], dict]:
     """Samples with the sampler `spec` at exactly `nfe` model evaluations.
 
@@ -120,13 +121,15 @@ def sample_with(
       t_eps: for ODE solvers, clamp the time the model sees to [t_eps, 1 - t_eps]
         (`as_velocity`): eps / score models converted to a velocity are singular where
         alpha = 0 or sigma = 0, which a grid reaching t = 0 or 1 visits.
+      grid_kwargs: fields of the grid, e.g. {"sigma_min": 0.05, "sigma_max": 10.0} for the
+        EDM / LogSNR grids (their defaults, 0.002 and 80, are EDM's image settings).
 
     Returns:
       (samples, info) as from `sample_ode` / `sample_multistep`; info["nfe"] == nfe.
     """
     s = spec if isinstance(spec, SamplerSpec) else parse_sampler(spec)
     n = s.num_steps(nfe)
-    grid = _grids.get_grid(s.grid, path)
+    grid = _grids.get_grid(s.grid, path, **(grid_kwargs or {}))
     if s.multistep:
         return sample_multistep(
             model, x0, kind=kind, path=path, solver=s.solver, num_steps=n, grid=grid, t0=t0, t1=t1
