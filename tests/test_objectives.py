@@ -786,14 +786,16 @@ def test_context_reaches_model_and_teacher_and_stays_with_its_example():
 
 
 def test_context_dropout_gives_the_null_context():
-    """With context_dropout=p a share p of the examples is evaluated with context=None (the
-    model's learned null context); labels are dropped exactly as without a context."""
+    """With context_dropout=p a share p of the examples gets the null context, a NaN row (the
+    models' learned null context, fj.models.drop_context); labels are dropped exactly as
+    without a context."""
     path, n = fj.paths.CondOT(), 4000
     b = _batch(n)
     context = jnp.ones((n, 3))
 
     def model(params, x, t, *, y=None, context=None, key=None):
-        return jnp.full_like(x, 0.0 if context is None else 100.0)
+        null = jnp.any(jnp.isnan(context), axis=1, keepdims=True)
+        return jnp.where(null, 0.0, 100.0 + jnp.sum(context, 1, keepdims=True)) * jnp.ones_like(x)
 
     for p in (0.0, 0.3):
         obj = fj.objectives.FlowMatching(path=path, context_dropout=p)

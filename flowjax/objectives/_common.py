@@ -183,13 +183,12 @@ def drop_labels(key, labels, num_classes, label_dropout):
 
 
 def call_model(model, params, x, t, labels, key, objective: str, context=None, drop=None):
-    """model(x_t, t) with labels and context; with a context-dropout mask `drop` (B,) the
-    dropped examples get the null context (`context=None`, a learned embedding; classifier-free
-    guidance, Ho & Salimans 2022), at the cost of a second network call."""
-    pred = model(params, x, t, y=labels, key=key, **with_context(context))
+    """model(x_t, t) with labels and context; the examples of a context-dropout mask `drop`
+    (B,) get the null context, a NaN row (the models' learned null context, as
+    `fj.models.drop_context`; classifier-free guidance, Ho & Salimans 2022)."""
     if drop is not None:
-        null = model(params, x, t, y=labels, key=key)
-        pred = jnp.where(drop.reshape(drop.shape + (1,) * (x.ndim - 1)), null, pred)
+        context = jnp.where(drop.reshape(drop.shape + (1,) * (context.ndim - 1)), jnp.nan, context)
+    pred = model(params, x, t, y=labels, key=key, **with_context(context))
     if getattr(pred, "shape", None) != x.shape:
         raise ValueError(
             f"{objective}: the model must return an array of the input's shape {x.shape}, "

@@ -54,7 +54,8 @@ class Diffusion(_common.AbstractObjective):
         is x0 whatever its law).
       label_dropout: probability of replacing a label by the null label num_classes.
       num_classes: number of real classes of a class-conditional model, else None.
-      context_dropout: probability of giving an example the null context (context=None).
+      context_dropout: probability of giving an example the null context (a NaN row, the
+        models' learned null context; see fj.models.drop_context).
 
     Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "mse"
     (unweighted), "t_mean", "per_example_loss" (B,)}.

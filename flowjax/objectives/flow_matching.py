@@ -48,7 +48,8 @@ class FlowMatching(_common.AbstractObjective):
       source: what x0 is drawn from (default fj.sources.StandardGaussian()).
       label_dropout: probability of replacing a label by the null label num_classes.
       num_classes: number of real classes of a class-conditional model, else None.
-      context_dropout: probability of giving an example the null context (context=None).
+      context_dropout: probability of giving an example the null context (a NaN row, the
+        models' learned null context; see fj.models.drop_context).
 
     Call: `(params, key, batch, *, model=None) -> (loss, aux)`, batch = {"x1": (B, *D),
     optional "label": (B,) int (with num_classes), optional "context": (B, *C)}; aux =
