@@ -653,6 +653,59 @@ def adaptive_overhead(n: int = 10_000, tol: float = 1e-5, repeats: int = 5) -> d
     return out
 
 
+def interleaved_ratios(n: int = 10_000, rounds: int = 4, tol: float = 1e-5) -> dict:
+    """Times sample_ode, the plain diffeqsolve and flow_matching in alternation (A, B, C, A,
+    ...), so that a shared machine's drifting load hits all alike; min and median per solve."""
+    import time
+
+    import diffrax
+    import torch
+
+    from benchmarks._torch_peers import fm_sample
+
+    raw = _tanh_mlp(0)
+    params = jax.device_put([(jnp.asarray(w), jnp.asarray(b)) for w, b in raw])
+    x0n = np.random.default_rng(1).standard_normal((n, 2)).astype(np.float32)
+    x0, x0t = jnp.asarray(x0n), torch.from_numpy(x0n)
+    v, model = Partial(_mlp_apply, params), _torch_mlp(raw, torch.float32)
+
+    @jax.jit
+    def plain(p, x):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: _mlp_apply(a, y, t)),
+            diffrax.Dopri5(),
+            t0=0.0,
+            t1=1.0,
+            dt0=0.01,
+            y0=x,
+            args=p,
+            stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=4096,
+        )
+        return sol.ys[0]
+
+    calls = {
+        "sample_ode": lambda: jax.block_until_ready(
+            fj.sampling.sample_ode(v, x0, "dopri5", rtol=tol, atol=tol)
+        ),
+        "plain_diffeqsolve": lambda: jax.block_until_ready(plain(params, x0)),
+        "flow_matching": lambda: fm_sample(model, x0t, rtol=tol, atol=tol),
+    }
+    times = {k: [] for k in calls}
+    for f in calls.values():
+        f()  # compile / warm up
+    for _ in range(rounds):
+        for k, f in calls.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    out = {"n": n, "rounds": rounds, "times_s": times}
+    for k, ts in times.items():
+        out[k] = {"min_s": min(ts), "median_s": float(np.median(ts))}
+    return out
+
+
 def _mixture():
     return fj.analytic.GaussianMixture(
         means=jnp.array([[2.0, 0.0], [-2.0, 1.0], [0.0, -2.0]]),
@@ -864,6 +917,7 @@ def main(argv=None) -> None:
         "adaptive": lambda: adaptive_overhead(n=n, repeats=reps),
         "mixture": lambda: mixture_samplers(n=args.mixture_n or (1000 if args.quick else 4000)),
         "orders": convergence_orders,
+        "interleaved": lambda: interleaved_ratios(n=n, rounds=reps),
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     for part in args.parts.split(","):
@@ -874,7 +928,7 @@ def main(argv=None) -> None:
         res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         with open(args.out, "w") as f:  # after each part, so a long run keeps what it did
             json.dump(res, f, indent=1, default=str)
-        print(_tables({part: res[part]}), flush=True)
+        print(_tables({part: res[part]}) if part != "interleaved" else res[part], flush=True)
 
 
 if __name__ == "__main__":
