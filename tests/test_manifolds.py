@@ -615,5 +615,6 @@ def test_riemannian_notebook_runs_and_learns(monkeypatch):
     summary = json.loads(next(s for s in text.splitlines() if s.startswith("SUMMARY "))[8:])
     uniform_kl = math.log(4 * math.pi) - summary["sphere"]["entropy"]
     assert 0 < summary["sphere"]["kl"] < 0.7 * uniform_kl, summary
-    assert summary["torus"]["kl"] < 0.5, summary
+    torus_uniform_kl = 2 * math.log(2 * math.pi) - summary["torus"]["entropy"]
+    assert 0 < summary["torus"]["kl"] < 0.7 * torus_uniform_kl, summary
     assert sum("image/png" in o.get("data", {}) for o in outs) >= 4
