@@ -16,6 +16,9 @@ are unscaled to the original values and scored with `fj.metrics.forecast_metrics
 definitions). Writes DIR/report.md, DIR/results.json (shared schema), a fan chart per dataset
 and DIR/<dataset>/forecasts_<arm>.npz with `series`, `samples` (num_series, num_samples,
 horizon[, dims]) and `target` (num_series, horizon[, dims]) of the first seed.
+
+Not yet here: the flow-map arm distilled from the FM forecaster (1- and 2-step forecasts) and
+the training steps / seconds each arm needs to reach a CRPS threshold.
 """
 
 from __future__ import annotations
