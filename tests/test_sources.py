@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from _scripts import launch
+from flax import nnx
 from scipy.stats import multivariate_normal
 
 import flowjax as fj
@@ -358,7 +359,7 @@ def test_conditional_mixture_oracle_is_the_per_context_mixture(x64):
         np.testing.assert_allclose(lp[i], one.log_prob(x[i : i + 1])[0])
         np.testing.assert_allclose(vel[i], one.velocity(path, x[i : i + 1], 0.3)[0])
     # The data pipeline draws from the same conditional law (mean log-likelihood check).
-    batch = next(fj.data.make_iterator("context_gmm", global_batch_size=4000, seed=0))
+    batch = next(fj.data.make_iterator("context_gmm", global_batch_size=2000, seed=0))
     context = jnp.asarray(batch["context"], jnp.float64)
     own = float(jnp.mean(log_prob(jnp.asarray(batch["x1"], jnp.float64), context)))
     ref = jax.jit(oracle.sample)(jax.random.key(12), context)
@@ -528,13 +529,8 @@ def test_bad_input_raises_one_clear_error():
     with pytest.raises(ValueError, match="got a context for a model built without one"):
         plain(x1, 0.5, context=jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match="mode 'concat' needs a context of the data's spatial"):
-        fj.models.build_model(
-            "unet",
-            "tiny",
-            input_shape=(8, 8, 1),
-            context_shape=(4, 4, 1),
-            key=0,
-            context_mode="concat",
+        fj.models.ContextEmbedding(
+            (4, 4, 1), 8, input_shape=(8, 8, 1), mode="concat", rngs=nnx.Rngs(0)
         )
     with pytest.raises(ValueError, match="tilt: strength must be >= 0"):
         _mixture().tilt(center=jnp.zeros(2), scale=1.0, strength=-1.0)
