@@ -58,18 +58,23 @@ def make_sampler(
     atol: float,
     guidance: float = 1.0,
     t_eps: float = 0.0,
+    source: Any = None,
     out_sharding: Any = None,
 ) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array | None, jax.Array]]:
     """A jitted `(params, key) -> (x (n, *shape), labels (n,) or None, nfe)`.
 
-    x0 ~ N(0, I) is transported from t = 0 to t = 1. A class-conditional model gets uniform
+    x0 ~ `source` (the training source, `config.source`; N(0, I) when None) is transported
+    from t = 0 to t = 1. A class-conditional model gets uniform
     random labels and, with guidance != 1, classifier-free guidance.
     """
     from flowjax import sampling
 
     def draw(params, key):
         k_x, k_y = jax.random.split(key)
-        x0 = jax.random.normal(k_x, (batch_size, *shape), jnp.float32)
+        if source is None:
+            x0 = jax.random.normal(k_x, (batch_size, *shape), jnp.float32)
+        else:
+            x0 = source.sample(k_x, (batch_size, *shape), dtype=jnp.float32)
         labels = None
         if num_classes is None:
             fn = lambda x, t: apply_fn(params, x, t)  # noqa: E731

@@ -125,6 +125,7 @@ class _Evaluator:
                 atol=cfg.atol,
                 guidance=cfg.guidance,
                 t_eps=cfg.t_eps,
+                source=self.exp.source,
                 out_sharding=replicated(self.exp.mesh),
             )
         return self._sampler
