@@ -202,6 +202,8 @@ def _tiny_config():
     c.sweep.heun_nfe = (2,)
     c.sweep.dopri5_tol = ()  # same code path as Euler/Heun with num_steps=None; saves a compile
     c.sweep.sde_nfe = (4,)
+    c.sweep.specs = ("heun@edm", "ddim", "dpm++2m", "unipc")
+    c.sweep.spec_nfe = (2,)
     return c
 
 
@@ -301,6 +303,32 @@ def test_report_matches_the_recorded_curves(tiny_runs):
     sweep = ds["arms"]["fm"]["sweep"]
     assert sweep["euler"]["nfe"] == [1, 2] and sweep["heun"]["nfe"] == [2]
     assert sweep["sde"]["nfe"] == [4] and "dopri5" not in sweep
+    # The fj.sampling specs ran at exactly their NFE, for every arm (issue 12).
+    specs = ("heun@edm", "ddim@logsnr", "dpm++2m@logsnr", "unipc@logsnr")
+    for a in ds["arms"].values():
+        for s in specs:
+            assert a["sweep"][s]["nfe"] == [2] and a["sweep"][s]["setting"] == [2], s
+    # Best sampler per NFE: the argmin of the recorded means over the fixed-NFE samplers.
+    metric = ds["sweep_primary"]
+    for name, a in ds["arms"].items():
+        cands = {
+            s: e[metric]["mean"][e["setting"].index(2)]
+            for s, e in a["sweep"].items()
+            if s != "dopri5" and 2 in e["setting"]
+        }
+        assert set(cands) == {"euler", "heun", *specs}
+        cands = {s: v for s, v in cands.items() if math.isfinite(v)}
+        best = a["best_sampler"]["2"]
+        assert best["sampler"] == min(cands, key=cands.get)
+        assert best["mean"] == min(cands.values())
+        assert set(a["best_sampler"]) == {"1", "2", "4"}  # euler 1; sde 4
+        # Negative control: a perturbed sweep changes the pick.
+        other = sorted(cands, key=cands.get)[1]
+        perturbed = json.loads(json.dumps(a["sweep"]))
+        perturbed[other][metric]["mean"][perturbed[other]["setting"].index(2)] = -1.0
+        assert compare._best_sampler(perturbed, metric)["2"]["sampler"] == other
+        cell = f"{best['sampler']}: {studies.fmt(best['mean'])}"
+        assert any(ln.startswith(f"| {name} |") and cell in ln for ln in report.splitlines())
 
 
 # --------------------------------------------------------------- shared programs and configs

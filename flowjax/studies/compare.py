@@ -438,7 +438,35 @@ def _sweep_settings(sweep) -> list[tuple[str, float, dict]]:
         for t in sweep.dopri5_tol
     ]
     out += [("sde", int(n), dict(num_steps=int(n))) for n in sweep.sde_nfe]
+    out += _spec_settings(sweep)
     return out
+
+
+def _spec_settings(sweep) -> list[tuple[str, float, dict]]:
+    """Points of the `fj.sampling` spec sweep ("solver@grid" at an exact NFE; issue 12)."""
+    from flowjax.sampling import parse_sampler
+
+    specs, nfes = tuple(sweep.get("specs", ())), tuple(sweep.get("spec_nfe", ()))
+    if specs and not nfes:
+        raise ValueError("config.sweep.spec_nfe: need at least one NFE when sweep.specs is set")
+    out = []
+    for name in specs:
+        s = parse_sampler(name)  # ValueError naming the valid solvers and grids
+        for nfe in nfes:
+            s.num_steps(int(nfe))  # ValueError if no step count spends exactly nfe
+            out.append((s.name, int(nfe), dict(spec=s, nfe=int(nfe))))
+    return out
+
+
+def _spec_draw(spec, path, nfe: int, t_eps: float, grid_kwargs: dict):
+    from flowjax.sampling import sample_with
+
+    def draw(v, x0, offset):
+        kw = dict(kind="velocity", path=path, nfe=nfe, t_eps=t_eps, grid_kwargs=grid_kwargs)
+        x, info = sample_with(spec, v, x0, **kw)
+        return x, info["nfe"]
+
+    return draw
 
 
 def _field_slice(trainer, params, a, y, lo, hi):
@@ -524,6 +552,15 @@ def _sweep_arm(trainer, a, params, seed, evaluator, stages, cfg, settings) -> li
         if sampler == "sde":
             draw = _sde_draw(
                 trainer.path(a), sde_key, kw["num_steps"], float(sw.sde_noise), float(sw.sde_t0)
+            )
+        elif "spec" in kw:
+            gk = sw.get("grid_kwargs", None) or {}
+            grid_kwargs = dict(gk.to_dict() if hasattr(gk, "to_dict") else gk)
+            # The EDM / log-SNR grids get the sigma range of config.sweep.grid_kwargs; the
+            # uniform grid takes none.
+            grid_kwargs = grid_kwargs if kw["spec"].grid in ("edm", "logsnr") else {}
+            draw = _spec_draw(
+                kw["spec"], trainer.path(a), kw["nfe"], float(sw.get("t_eps", 0.0)), grid_kwargs
             )
         else:
             draw = _ode_draw(
@@ -796,6 +833,7 @@ def analyse_dataset(raw: dict, threshold_cfg, baseline: str | None) -> dict:
             }
     for arm in arms.values():
         arm["sweep"] = _summarise_sweep(arm["sweep_raw"], raw["sweep_metrics"])
+        arm["best_sampler"] = _best_sampler(arm["sweep"], raw["sweep_primary"])
     raw["baseline"] = baseline
     return raw
 
@@ -815,6 +853,55 @@ def _summarise_sweep(sweep_raw: dict, metric_names) -> dict:
             for key in ("mean", "ci_low", "ci_high"):
                 entry.setdefault(m, {"mean": [], "ci_low": [], "ci_high": []})[key].append(st[key])
     return out
+
+
+def _best_sampler(sweep: dict, metric: str) -> dict:
+    """Per exact NFE: the fixed-NFE sampler (all but adaptive dopri5) with the lowest mean metric.
+
+    {str(nfe): {"sampler", "mean", "ci_low", "ci_high", "candidates"}}; samplers that failed or
+    gave a non-finite mean are skipped (an NFE where all did has sampler None).
+    """
+    by_nfe: dict[int, dict] = {}
+    for sampler, entry in sweep.items():
+        if sampler == "dopri5":
+            continue
+        for i, nfe in enumerate(entry["setting"]):
+            by_nfe.setdefault(int(nfe), {})[sampler] = i
+    out = {}
+    for nfe in sorted(by_nfe):
+        cands = by_nfe[nfe]
+        ok = {
+            s: sweep[s][metric]["mean"][i]
+            for s, i in cands.items()
+            if not sweep[s]["errors"][i] and math.isfinite(sweep[s][metric]["mean"][i])
+        }
+        best = min(ok, key=ok.get) if ok else None
+        row = {"sampler": best, "candidates": sorted(cands)}
+        for key in ("mean", "ci_low", "ci_high"):
+            row[key] = sweep[best][metric][key][cands[best]] if best else math.nan
+        out[str(nfe)] = row
+    return out
+
+
+def _best_sampler_table(ds) -> list[str]:
+    arms, metric = ds["arms"], ds["sweep_primary"]
+    nfes = sorted({int(n) for a in arms.values() for n in a.get("best_sampler", {})})
+    if not nfes:
+        return []
+    rows = []
+    for name, a in arms.items():
+        cells = []
+        for n in nfes:
+            b = a["best_sampler"].get(str(n))
+            cells.append(f"{b['sampler']}: {fmt(b['mean'])}" if b and b["sampler"] else "-")
+        rows.append([name, *cells])
+    return [
+        f"**Best sampler per arm and NFE** (lowest mean {metric} among the fixed-NFE samplers "
+        "swept at that NFE; dopri5 excluded)",
+        "",
+        *studies.table(["arm", *[str(n) for n in nfes]], rows),
+        "",
+    ]
 
 
 def _verdicts(ds: dict) -> list[dict]:
@@ -1144,6 +1231,7 @@ def render(results: dict) -> str:
             ) + [""]
         if any(a["sweep"] for a in arms.values()):
             lines += ["### Quality vs number of function evaluations", "", *_sweep_tables(ds)]
+            lines += _best_sampler_table(ds)
         lines += ["### Verdicts", "", *studies.verdict_table(ds["verdicts"]), ""]
         lines += ["### Findings", "", *[f"- {f}" for f in ds["findings"]], "", "### Plots", ""]
         lines += [f"![{p}]({p})" for p in results.get("plots", {}).get(name, [])] + [""]
