@@ -23,9 +23,24 @@ from benchmarks._harness import AgreementError, CompileWatch, agreement, measure
 from benchmarks._torch_peers import port_mlp  # noqa: E402
 
 ROW_KEYS = {
-    "suite", "case", "impl", "unit", "batch", "median_s", "times_s", "number", "repeats",
-    "first_call_s", "compile_s", "recompiles", "retraces",
-    "host_rss_delta_bytes", "per_s", "flops_per_unit", "flops_per_s", "frac_of_peak",
+    "suite",
+    "case",
+    "impl",
+    "unit",
+    "batch",
+    "median_s",
+    "times_s",
+    "number",
+    "repeats",
+    "first_call_s",
+    "compile_s",
+    "recompiles",
+    "retraces",
+    "host_rss_delta_bytes",
+    "per_s",
+    "flops_per_unit",
+    "flops_per_s",
+    "frac_of_peak",
 }
 
 
@@ -40,11 +55,25 @@ def smoke_doc(tmp_path_factory):
 def test_smoke_json_schema(smoke_doc):
     doc, written = smoke_doc
     assert written["schema_version"] == 1
-    assert set(written) >= {"env", "settings", "matmul_peak", "results", "comparisons",
-                            "targets", "notes"}
+    assert set(written) >= {
+        "env",
+        "settings",
+        "matmul_peak",
+        "results",
+        "comparisons",
+        "targets",
+        "notes",
+    }
     env = written["env"]
-    for key in ("date_utc", "backend", "cpu_model", "cpu_usable", "versions", "loadavg_start",
-                "loadavg_end"):
+    for key in (
+        "date_utc",
+        "backend",
+        "cpu_model",
+        "cpu_usable",
+        "versions",
+        "loadavg_start",
+        "loadavg_end",
+    ):
         assert key in env
     assert env["versions"]["jax"] == jax.__version__
     assert env["versions"]["torch"] == torch.__version__
@@ -128,7 +157,12 @@ def test_compile_watch_sees_a_new_shape_and_measure_counts_none_after_warmup():
     assert watch.compiles == 1
 
     shapes = iter([4, 4, 4, 6, 6, 6, 6, 6])  # the shape changes after warm-up
-    timing = measure(lambda: f(np.ones(next(shapes, 6), np.float32)), warmup=2, warmup_s=0.0,
-                     repeats=2, min_repeat_s=0.0)
+    timing = measure(
+        lambda: f(np.ones(next(shapes, 6), np.float32)),
+        warmup=2,
+        warmup_s=0.0,
+        repeats=2,
+        min_repeat_s=0.0,
+    )
     assert timing["compiles_first_call"] == 1
     assert timing["recompiles"] == 1

@@ -234,6 +234,7 @@ DATASETS |= _tokens.specs(DatasetSpec)  # int token datasets (kind "tokens")
 DATASETS |= _manifold.specs(DatasetSpec)  # points on S^2 / T^2 (kind "manifold")
 DATASETS |= _toys.specs(DatasetSpec)  # data -> data pairs ("x0"), context-indexed mixture
 
+
 def spec(name: str) -> DatasetSpec:
     """The registered spec of `name`; ValueError listing the valid names otherwise."""
     if not isinstance(name, str) or name not in DATASETS:
