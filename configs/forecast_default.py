@@ -40,6 +40,9 @@ def get_config(arg=None):
     c.baselines = "naive,ets"
     c.context_length = 0  # 0: the dataset's default (fj.data.SERIES[name].context_length)
     c.features = "log_scale"  # context features (fj.data.SeriesWindows); "observed" with padding
+    # Padded training windows need >= 4 observed context points: a mean scale of 1-3 points
+    # turns M1's short series into targets of up to 2e4 (fj.data.SeriesWindows).
+    c.min_observed = 4
     c.model = ml_collections.ConfigDict(dict(name="sequence", variant="small"))
     c.train = ml_collections.ConfigDict(
         dict(batch_size=64, num_steps=2000, steps_per_dispatch=100, ema=0.999)

@@ -192,7 +192,7 @@ def test_padded_windows_observed_channel_and_features():
     ds = _dataset(np.random.default_rng(5), lo=8, hi=10)  # 5..6 training points per series
     with pytest.raises(ValueError, match=r"fewer than context 12 \+ horizon 3 = 15; use pad=True"):
         SeriesWindows(ds, 12)
-    win = SeriesWindows(ds, 12, pad=True, features=("log_scale", "phase"))
+    win = SeriesWindows(ds, 12, pad=True, features=("log_scale", "phase"), min_observed=1)
     assert win.features == ("observed", "log_scale", "phase")
     b = win.windows("train")
     assert b["context"].shape == (win.num_windows("train"), *win.context_shape)
@@ -203,6 +203,33 @@ def test_padded_windows_observed_channel_and_features():
     log_scale = np.broadcast_to(np.log(b["scale"]), b["context"][..., 2].shape)
     np.testing.assert_allclose(b["context"][..., 2], log_scale, rtol=1e-6)
     np.testing.assert_allclose(b["context"][..., 3] ** 2 + b["context"][..., 4] ** 2, 1.0, 1e-5)
+
+
+def test_short_context_windows_are_skipped_not_scaled_into_outliers():
+    # z = (1, 1000, 1000, ...), a series that starts small (as many M1 series do): a padded
+    # window with k observed context points has scale (1 + 1000 (k - 1)) / k, so its scaled
+    # target is 1000 k / (1 + 1000 (k - 1)): 1000 for k = 1, 4/3 at most for k >= 4.
+    h, t = 6, 12
+    ds = SeriesDataset("jump", (np.r_[1.0, np.full(29, 1000.0)],), ("g",), "Y", h)
+
+    def peak(k):
+        return 1000.0 * k / (1 + 1000.0 * (k - 1))
+
+    every = SeriesWindows(ds, t, pad=True, min_observed=1)  # negative control: all windows
+    b = every.windows("train")
+    assert b["context"][..., 1].sum(1).min() == 1
+    assert np.abs(b["x1"]).max() == pytest.approx(peak(1), rel=1e-5)
+    kept = SeriesWindows(ds, t, pad=True)  # default min_observed = 4
+    b = kept.windows("train")
+    counts = b["context"][..., 1].sum(1)
+    assert counts.min() == 4 and kept.num_windows("train") == every.num_windows("train") - 3
+    assert np.abs(b["x1"][counts == 4]).max() == pytest.approx(peak(4), rel=1e-5)
+    assert kept.num_windows("test") == 1  # test windows are never skipped
+    if importlib.util.find_spec("aeon") is not None:  # the real case: M1's short series
+        m1 = fj.data.load_series("m1_yearly")
+        raw = np.abs(SeriesWindows(m1, t, pad=True, min_observed=1).windows("train")["x1"])
+        fixed = np.abs(SeriesWindows(m1, t, pad=True).windows("train")["x1"])
+        assert raw.max() > 1e4 and fixed.max() < 50
 
 
 def test_bad_series_input_errors():
@@ -236,6 +263,9 @@ def test_pipeline_batches_carry_context_and_resume():
         np.testing.assert_array_equal(nxt[key], again[key])
     test = fj.data.open_source("m1_yearly", split="test")
     assert len(test) == 181
+    # reference_samples reads series sources too: the scaled test horizons of 5 series.
+    x, labels = fj.data.reference_samples("m1_yearly", 5, return_labels=True)
+    np.testing.assert_array_equal(x, test.windows.windows("test", labels)["x1"])
 
 
 # ------------------------------------------------------------------------------- metrics

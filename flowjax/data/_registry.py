@@ -276,5 +276,5 @@ def reference_samples(
                 f"dataset {name!r} split {split!r} has {len(source)} records; asked for {n}"
             )
         idx = np.random.default_rng(seed).permutation(len(source))[:n]
-        x, labels = source.read(idx)
+        x, labels = source.read(idx)[:2]  # series sources add extras (context, scale)
     return (x, labels) if return_labels else x

@@ -593,8 +593,10 @@ class SeriesWindows:
     windows (split "test") are the dataset's rolling test windows. Every window is scaled by
     its context's mean absolute value per channel (GluonTS' MeanScaler, as DeepAR
     (Salinas et al. 2020, sec. 3.3) and TSFlow (Kollovieh et al. 2025) do):
-    scale_c = max(mean_t |context[t, c]|, min_scale), 1 where that mean is 0. Both context
-    and target are divided by it; `unscale` maps forecasts back.
+    scale_c = max(mean_t |context[t, c]|, min_scale), 1 where that mean is 0, the mean over
+    observed points; padded training windows with fewer than `min_observed` of them are
+    skipped (their scale is noise). Both context and target are divided by it; `unscale`
+    maps forecasts back.
 
     Context channels: the C scaled values, then the chosen `features`:
       "observed": 1 on observed context points, 0 on left padding (always on with pad=True);
@@ -609,7 +611,16 @@ class SeriesWindows:
         series). True: windows may start before a series does; the missing context is zeros
         (and "observed" 0), and a training window needs >= `min_past` observed context points.
       features: a subset of `FEATURES`.
-      min_past: observed context points a padded window needs (>= 1).
+      min_past: observed context points a padded window needs (>= 1); a series with fewer
+        training points than min_past + H is an error.
+      min_observed: training windows whose context holds fewer observed points than
+        min(min_observed, T) are skipped (padding only; test windows are never skipped). A mean
+        scale of 1-3 points is noise: a short series' first value alone divides its later
+        values, and on M1 yearly 1-point contexts scale targets up to 2e4 (2-3 points: up to
+        70; 4 or more: below 30, like full windows), outliers that dominate a squared loss.
+        DeepAR / GluonTS avoid them the same way (a minimum of observed past per training
+        instance). A series too short for any such window still trains nothing but is
+        forecast at test. 1 keeps every padded window.
       min_scale: floor of the scale.
     """
 
@@ -621,13 +632,15 @@ class SeriesWindows:
         pad: bool = False,
         features: Sequence[str] = ("log_scale",),
         min_past: int = 1,
+        min_observed: int = 4,
         min_scale: float = 1e-10,
     ):
         if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)):
             raise ValueError(f"context_length must be a positive int; got {context_length!r}")
-        if context_length < 1 or min_past < 1:
+        if context_length < 1 or min_past < 1 or min_observed < 1:
             raise ValueError(
-                f"context_length and min_past must be >= 1; got {context_length}, {min_past}"
+                "context_length, min_past and min_observed must be >= 1; got "
+                f"{context_length}, {min_past}, {min_observed}"
             )
         bad = sorted(set(features) - set(FEATURES))
         if bad:
@@ -640,9 +653,12 @@ class SeriesWindows:
             feats.remove("phase")
         self.features = tuple(feats)
         self.min_past = int(min_past)
+        self.min_observed = int(min_observed)
         self.min_scale = float(min_scale)
         t, h = self.context_length, ds.horizon
         first_end = h + (min_past if pad else t)  # smallest window end (exclusive index)
+        # Smallest end of a kept window: enough observed context for a stable mean scale.
+        first_kept = max(first_end, h + min(self.min_observed, t)) if pad else first_end
         ends = []
         for i in range(ds.num_series):
             n_train = len(ds.train_values(i))
@@ -657,7 +673,7 @@ class SeriesWindows:
                     f"than {need} = {first_end}"
                     + ("" if pad else "; use pad=True or a shorter context_length")
                 )
-            ends += [(i, e) for e in range(first_end, n_train + 1)]
+            ends += [(i, e) for e in range(first_kept, n_train + 1)]
         self._train = np.asarray(ends, np.int64).reshape(-1, 2)
         w = ds.num_test_windows
         test = []
@@ -783,6 +799,7 @@ def open_series(
     context_length: int | None = None,
     pad: bool | None = None,
     features: Sequence[str] = ("log_scale",),
+    min_observed: int = 4,
 ) -> WindowSource:
     """`DatasetSpec.make_source` of a registered series dataset (see `SeriesWindows`).
 
@@ -796,5 +813,6 @@ def open_series(
         context_length or info.context_length,
         pad=(name == "m1_yearly") if pad is None else pad,
         features=features,
+        min_observed=min_observed,
     )
     return WindowSource(name, windows, split)

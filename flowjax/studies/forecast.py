@@ -183,10 +183,9 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
             context_length=int(config.context_length or info.context_length),
             pad=dataset == "m1_yearly",
             features=tuple(studies.names(config.features, "features")),
+            min_observed=int(config.get("min_observed", 4)),
         )
-        windows = SeriesWindows(
-            ds, win_kw["context_length"], pad=win_kw["pad"], features=win_kw["features"]
-        )
+        windows = SeriesWindows(ds, **win_kw)
         test = windows.windows("test")
         pasts, target, series_names = ds.test_split()
         target_out = target[..., 0] if ds.num_channels == 1 else target
