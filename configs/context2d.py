@@ -11,7 +11,7 @@ context=c, guidance=w)` guides it. The exact p(x | c) is
   python -m experiments.main --config=configs/context2d.py:smoke --workdir=/tmp/c2d_smoke
 
 Expected: per-context exact KL(p(.|c) || model) (likelihood against the oracle) below 0.15
-nats; tests/test_sources.py reaches that with a 64x3 MLP after 1,500 steps on CPU. Not
+nats; tests/test_sources.py reaches 0.07-0.10 nats with a 64x3 MLP after 1,000 steps on CPU. Not
 measured at this config's full size yet.
 """
 
