@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -182,19 +183,29 @@ def drop_labels(key, labels, num_classes, label_dropout):
     return jnp.where(drop, jnp.asarray(num_classes, labels.dtype), labels)
 
 
+def null_context(context, drop):
+    """The context with the examples of a dropout mask `drop` (B,) set to the null context, a
+    NaN row (the models' learned null context, as `fj.models.drop_context`; classifier-free
+    guidance, Ho & Salimans 2022); unchanged when drop is None."""
+    if drop is None:
+        return context
+    return jnp.where(drop.reshape(drop.shape + (1,) * (context.ndim - 1)), jnp.nan, context)
+
+
 def call_model(model, params, x, t, labels, key, objective: str, context=None, drop=None):
     """model(x_t, t) with labels and context; the examples of a context-dropout mask `drop`
-    (B,) get the null context, a NaN row (the models' learned null context, as
-    `fj.models.drop_context`; classifier-free guidance, Ho & Salimans 2022)."""
-    if drop is not None:
-        context = jnp.where(drop.reshape(drop.shape + (1,) * (context.ndim - 1)), jnp.nan, context)
-    pred = model(params, x, t, y=labels, key=key, **with_context(context))
+    (B,) get the null context (see `null_context`)."""
+    pred = model(params, x, t, y=labels, key=key, **with_context(null_context(context, drop)))
+    check_prediction(pred, x, objective)
+    return pred
+
+
+def check_prediction(pred, x, objective: str) -> None:
     if getattr(pred, "shape", None) != x.shape:
         raise ValueError(
             f"{objective}: the model must return an array of the input's shape {x.shape}, "
             f"got {getattr(pred, 'shape', type(pred))}"
         )
-    return pred
 
 
 def per_example_mean(sq):
@@ -219,3 +230,75 @@ def context_drop(key, context, context_dropout):
     if context is None or context_dropout == 0:
         return None
     return jax.random.bernoulli(jax.random.fold_in(key, 1), context_dropout, context.shape[:1])
+
+
+class Draws(NamedTuple):
+    """The random pieces of one minibatch that flow matching and diffusion share."""
+
+    x0: Array  # (B, *D) noise from the source, re-paired by the coupling
+    x1: Array  # (B, *D) data, re-paired by the coupling
+    t: Array  # (B,) training times
+    labels: Array | None  # (B,) after label dropout
+    context: Array | None  # (B, *C), the dropped examples still holding their context
+    drop: Array | None  # (B,) context-dropout mask
+    guard: Callable  # attaches the run-time label-range check to an array
+
+
+def draw(objective, batch, name: str, *, k_x0, k_t, k_drop, coupling=None, k_pair=None) -> Draws:
+    """x0 ~ source, the coupling's pairs (when given), label / context dropout and t ~ time_dist.
+
+    `objective` supplies source, path, time_dist, num_classes, label_dropout, context_dropout;
+    the keys are the caller's own split, so each objective keeps its random streams.
+    """
+    x1, labels = check_batch(batch, name)
+    context = check_context(batch, x1, name)
+    labels, guard = check_labels(labels, objective.num_classes, name)
+    x0 = draw_x0(objective.source, k_x0, x1, context, name)
+    if coupling is not None:
+        x0, x1, labels, context = pair(coupling, k_pair, x0, x1, labels, context)
+    labels = drop_labels(k_drop, labels, objective.num_classes, objective.label_dropout)
+    drop = context_drop(k_drop, context, objective.context_dropout)
+    t = objective.time_dist.sample(k_t, x1.shape[:1], objective.path).astype(x1.dtype)
+    return Draws(x0, x1, t, labels, context, drop, guard)
+
+
+class Regression(eqx.Module):
+    """One minibatch as a weighted regression of the network: what a Gaussian objective (flow
+    matching, diffusion) is once its noise, pairs, times and labels are drawn,
+
+        loss = mean_b weight_b mean_d (model(params, x, t, **model_kwargs)_b - target_b)^2.
+
+    Drawing is cheap and independent of the parameters, so a trainer can draw the problems of
+    several objectives and run the network once (see `flowjax.studies.ArmTrainer`).
+
+    Attributes:
+      x: the network input (B, *D) (x_t).
+      t: the network's time input (B,).
+      target: (B, *D).
+      weight: per-example weight (B,).
+      model_kwargs: the model's keyword arguments (y, key and, with a context, context).
+    """
+
+    x: Float[Array, "B *D"]
+    t: Float[Array, " B"]
+    target: Float[Array, "B *D"]
+    weight: Float[Array, " B"]
+    model_kwargs: dict
+
+    def predict(self, model, params, objective: str = "regression"):
+        """model(params, x, t, **model_kwargs), shape-checked."""
+        pred = model(params, self.x, self.t, **self.model_kwargs)
+        check_prediction(pred, self.x, objective)
+        return pred
+
+    def loss(self, pred) -> tuple[Float[Array, ""], Float[Array, " B"], Float[Array, " B"]]:
+        """(loss, weighted per-example loss (B,), unweighted per-example MSE (B,))."""
+        mse = per_example_mean((pred - self.target) ** 2)
+        per_example = self.weight * mse
+        return jnp.mean(per_example), per_example, mse
+
+
+def regression(d: Draws, x, target, weight, key) -> Regression:
+    """The Regression of draws `d` at network input x (guarded by the label check)."""
+    model_kwargs = {"y": d.labels, "key": key, **with_context(null_context(d.context, d.drop))}
+    return Regression(d.guard(x), d.t, target, weight, model_kwargs)

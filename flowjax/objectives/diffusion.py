@@ -81,30 +81,27 @@ class Diffusion(_common.AbstractObjective):
         _common.check_label_config(self.num_classes, self.label_dropout, _NAME)
         _common.check_dropout(self.context_dropout, "context_dropout", _NAME)
 
+    def draw_regression(self, key: PRNGKeyArray, batch: dict) -> _common.Regression:
+        """The minibatch's regression problem (x_t, t, target, weight w(t)); cheap and independent
+        of the parameters. `__call__` is this, one model call and the reduction."""
+        path = self.path
+        k_x0, k_t, k_drop, k_model = jax.random.split(key, 4)
+        d = _common.draw(self, batch, _NAME, k_x0=k_x0, k_t=k_t, k_drop=k_drop)
+        x_t = path.interpolate(d.x0, d.x1, d.t)
+        target = _TARGETS[self.target](path, d.x0, d.x1, d.t)
+        weight = self.weighting(path, d.t, self.target)
+        return _common.regression(d, x_t, target, weight, k_model)
+
     def __call__(
         self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
     ) -> tuple[Float[Array, ""], dict]:
         model = _common.bound_model(self.model, model, _NAME)
-        path = self.path
-        x1, labels = _common.check_batch(batch, _NAME)
-        context = _common.check_context(batch, x1, _NAME)
-        labels, guard = _common.check_labels(labels, self.num_classes, _NAME)
-
-        k_x0, k_t, k_drop, k_model = jax.random.split(key, 4)
-        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
-        labels = _common.drop_labels(k_drop, labels, self.num_classes, self.label_dropout)
-        drop = _common.context_drop(k_drop, context, self.context_dropout)
-        t = self.time_dist.sample(k_t, x1.shape[:1], path).astype(x1.dtype)
-
-        x_t = path.interpolate(x0, x1, t)
-        pred = _common.call_model(model, params, x_t, t, labels, k_model, _NAME, context, drop)
-        mse = _common.per_example_mean((pred - _TARGETS[self.target](path, x0, x1, t)) ** 2)
-        per_example = self.weighting(path, t, self.target) * mse
-        value = guard(jnp.mean(per_example))
+        reg = self.draw_regression(key, batch)
+        value, per_example, mse = reg.loss(reg.predict(model, params, _NAME))
         aux = {
             "loss": value,
             "mse": jnp.mean(mse),
-            "t_mean": jnp.mean(t),
+            "t_mean": jnp.mean(reg.t),
             "per_example_loss": per_example,
         }
         return value, aux

@@ -73,35 +73,31 @@ class FlowMatching(_common.AbstractObjective):
         _common.check_label_config(self.num_classes, self.label_dropout, _NAME)
         _common.check_dropout(self.context_dropout, "context_dropout", _NAME)
 
+    def draw_regression(self, key: PRNGKeyArray, batch: dict) -> _common.Regression:
+        """The minibatch's regression problem (x_t, t, conditional velocity, weight 1); cheap and
+        independent of the parameters. `__call__` is this, one model call and the reduction."""
+        path, coupling = self.path, self.coupling
+        k_pair, k_x0, k_t, k_drop, k_bridge, k_model = jax.random.split(key, 6)
+        d = _common.draw(
+            self, batch, _NAME, k_x0=k_x0, k_t=k_t, k_drop=k_drop, coupling=coupling, k_pair=k_pair
+        )
+        x_t = path.interpolate(d.x0, d.x1, d.t)
+        target = path.velocity_target(d.x0, d.x1, d.t)
+        bridge_sigma = coupling.bridge_sigma
+        if not (isinstance(bridge_sigma, (int, float)) and bridge_sigma == 0):
+            z = jax.random.normal(k_bridge, d.x1.shape, d.x1.dtype)
+            g, d_g = coupling.bridge_std(d.t)
+            x_t = x_t + expand_time(g, d.x1) * z
+            target = target + expand_time(d_g, d.x1) * z
+        return _common.regression(d, x_t, target, jnp.ones_like(d.t), k_model)
+
     def __call__(
         self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
     ) -> tuple[Float[Array, ""], dict]:
         model = _common.bound_model(self.model, model, _NAME)
-        path, coupling = self.path, self.coupling
-        x1, labels = _common.check_batch(batch, _NAME)
-        context = _common.check_context(batch, x1, _NAME)
-        labels, guard = _common.check_labels(labels, self.num_classes, _NAME)
-
-        k_pair, k_x0, k_t, k_drop, k_bridge, k_model = jax.random.split(key, 6)
-        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
-        x0, x1, labels, context = _common.pair(coupling, k_pair, x0, x1, labels, context)
-        labels = _common.drop_labels(k_drop, labels, self.num_classes, self.label_dropout)
-        drop = _common.context_drop(k_drop, context, self.context_dropout)
-        t = self.time_dist.sample(k_t, x1.shape[:1], path).astype(x1.dtype)
-
-        x_t = path.interpolate(x0, x1, t)
-        target = path.velocity_target(x0, x1, t)
-        bridge_sigma = coupling.bridge_sigma
-        if not (isinstance(bridge_sigma, (int, float)) and bridge_sigma == 0):
-            z = jax.random.normal(k_bridge, x1.shape, x1.dtype)
-            g, d_g = coupling.bridge_std(t)
-            x_t = x_t + expand_time(g, x1) * z
-            target = target + expand_time(d_g, x1) * z
-
-        pred = _common.call_model(model, params, x_t, t, labels, k_model, _NAME, context, drop)
-        per_example = _common.per_example_mean((pred - target) ** 2)
-        value = guard(jnp.mean(per_example))
-        return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+        reg = self.draw_regression(key, batch)
+        value, per_example, _ = reg.loss(reg.predict(model, params, _NAME))
+        return value, {"loss": value, "t_mean": jnp.mean(reg.t), "per_example_loss": per_example}
 
 
 def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):

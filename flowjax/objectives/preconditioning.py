@@ -7,6 +7,11 @@ A flowjax point x_t = alpha x1 + sigma x0 is EDM's y scaled by alpha, with s = s
 Substituting y = x_t / alpha gives coefficients that act on x_t directly:
     D = (alpha sd^2 / r^2) x_t + (sigma sd / r) F(x_t / r; -log_snr / 8),
 with r^2 = sigma^2 + alpha^2 sd^2 the variance of x_t when the data have standard deviation sd.
+
+Trained on x1 with weight w, D is the raw network F trained on an effective target
+(Karras et al. 2022, eq. (8) and sec. 5):
+    w ||D - x1||^2 = w c_out^2 ||F(c_in x_t; c_noise) - (x1 - c_skip x_t) / c_out||^2,
+which `EDMPrecond.raw_regression` writes as a regression of F itself.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from flowjax._types import expand_time
+from flowjax.objectives._common import Regression
 from flowjax.paths import AffinePath
 
 __all__ = ["EDMPrecond"]
@@ -75,3 +81,20 @@ class EDMPrecond(eqx.Module):
             **kwargs,
         )
         return expand_time(c_skip, x) * x + expand_time(c_out, x) * f
+
+    def raw_regression(self, reg: Regression) -> Regression:
+        """The regression of D on the data x1 (target x1, weight w; the diffusion objective with
+        target "x1" and this wrapper as its model) as a regression of the raw network F:
+        input c_in x_t at time c_noise, target (x1 - c_skip x_t) / c_out, weight w c_out^2
+        (Karras et al. 2022, eq. (8)). Equal losses and gradients, one call of F."""
+        x = reg.x
+        t = jnp.broadcast_to(jnp.asarray(reg.t, x.dtype), x.shape[:1])
+        c_skip, c_out, c_in, c_noise = self.coefficients(t)
+        target = (reg.target - expand_time(c_skip, x) * x) / expand_time(c_out, x)
+        return Regression(
+            expand_time(c_in, x) * x,
+            c_noise if self.c_noise_time else t,
+            target,
+            reg.weight * c_out**2,
+            reg.model_kwargs,
+        )

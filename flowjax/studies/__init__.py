@@ -68,6 +68,7 @@ from flowjax.studies._core import eval_steps as eval_steps
 from flowjax.studies._core import machine_info as machine_info
 from flowjax.studies._core import names as names
 from flowjax.studies._core import unstack as unstack
+from flowjax.studies._fused import ArmTrainer as ArmTrainer
 from flowjax.studies._report import Record as Record
 from flowjax.studies._report import fmt as fmt
 from flowjax.studies._report import fmt_ci as fmt_ci
@@ -92,6 +93,7 @@ from flowjax.studies._stats import verdict as verdict
 __all__ = [
     "CONFIDENCE",
     "VERDICTS",
+    "ArmTrainer",
     "BatchStream",
     "Network",
     "Record",
