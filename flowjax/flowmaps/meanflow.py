@@ -25,6 +25,21 @@ Loss: sg(w) || u_theta - sg(u_tgt) ||^2 with the adaptive weight w = 1 / (||err|
 (their adaptive loss weighting; p = 0 is plain L2). Times: s, t i.i.d. from `time_dist`,
 sorted so s <= t, and a share 1 - `offdiag_fraction` of the batch set on the diagonal t = s
 (their default: 25% with r != t).
+
+Guidance inside the map (Geng et al. 2025, Sec. 4.2 "Mean Flows with Guidance" and the
+appendix's improved CFG). The target field is the CFG field v_cfg(x, t | c) = w v(x, t | c) +
+(1 - w) v(x, t) (their eq. (13)); MeanFlow learns its average velocity u_cfg with the same
+identity, the sample velocity v_t standing for v(x, t | c) and the network's own diagonal
+u_cfg(x, t, t) for the unconditional field (eq. (15)). With the extra mixing scale kappa:
+
+    v~ = omega v_t + kappa u_cfg(x, t, t | c) + (1 - omega - kappa) u_cfg(x, t, t | null),
+
+all stop-gradiented, and the target is u_tgt = v~ + (t - s) d/ds u along (v~, 1, 0). Its fixed
+point u(x, t, t | c) = w' v(x, t | c) + (1 - w') v(x, t) has the effective guidance scale
+w' = omega / (1 - kappa) (solve u = omega v_c + kappa u + (1 - omega - kappa) v_u for u).
+omega = 1, kappa = 0 is the unguided target. Examples given the null label (label dropout,
+which trains the unconditional field) keep v~ = v_t. A guided map gives a class-guided sample
+in one evaluation, with no second (null-label) pass.
 """
 
 from __future__ import annotations
@@ -39,11 +54,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax._types import expand_time
 from flowjax.flowmaps import _common
+from flowjax.flowmaps._cfg import check_guidance, labels_for_training
 from flowjax.flowmaps._map import FlowMap
 from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
 from flowjax.paths import AffinePath
 
-__all__ = ["MeanFlow", "loss", "target"]
+__all__ = ["MeanFlow", "guided_target", "guided_velocity", "loss", "target"]
 
 _NAME = "meanflow"
 
@@ -62,6 +78,55 @@ def target(model, params, x, s, t, v, *, y=None, key=None, context=None):
     return u, v + expand_time(t - s, x) * du_ds
 
 
+def guided_velocity(v, u_cond, u_null, omega, kappa):
+    """v~ = omega v + kappa u(x, t, t | c) + (1 - omega - kappa) u(x, t, t | null).
+
+    MeanFlow's guided field (Geng et al. 2025, eq. (15) with the appendix's kappa); its fixed
+    point is classifier-free guidance at scale omega / (1 - kappa).
+    """
+    return omega * v + kappa * u_cond + (1.0 - omega - kappa) * u_null
+
+
+def guided_target(
+    model,
+    params,
+    x,
+    s,
+    t,
+    v,
+    *,
+    y,
+    null_label: int,
+    omega: float,
+    kappa: float = 0.0,
+    key=None,
+    context=None,
+):
+    """(u_theta(x, s, t | y), u_tgt) with MeanFlow's guided target (module docstring).
+
+    u_tgt = v~ + (t - s) d/ds u_theta along (v~, 1, 0), v~ = `guided_velocity` of v and the
+    network's own stop-gradiented diagonal u(x, s, s | y), u(x, s, s | null); examples whose
+    label is the null label get v~ = v. omega = 1, kappa = 0 gives `target`'s value.
+    """
+    X = FlowMap(model)
+    y = jnp.asarray(y)
+    sg = jax.lax.stop_gradient(params)
+    n = x.shape[0]
+    s_b = jnp.broadcast_to(jnp.asarray(s, x.dtype), (n,))
+    both = X.velocity(  # one batched call: conditional and null halves
+        sg,
+        jnp.concatenate([x, x]),
+        jnp.concatenate([s_b, s_b]),
+        y=jnp.concatenate([y, jnp.full_like(y, null_label)]),
+        context=None if context is None else jnp.concatenate([context, context]),
+    )
+    u_c, u_u = both[:n], both[n:]
+    guided = guided_velocity(v, u_c, u_u, omega, kappa)
+    is_null = expand_time(y == null_label, x)
+    v_tilde = jax.lax.stop_gradient(jnp.where(is_null, v, guided))
+    return target(model, params, x, s, t, v_tilde, y=y, key=key, context=context)
+
+
 class MeanFlow(_common.AbstractObjective):
     """MeanFlow loss (Geng et al. 2025, eqs. (9)-(10)) in flowjax time.
 
@@ -75,6 +140,11 @@ class MeanFlow(_common.AbstractObjective):
       adaptive_p: power p of the adaptive weight (0: plain squared error).
       adaptive_c: constant c of the adaptive weight.
       source: what x0 is drawn from (default fj.sources.StandardGaussian()).
+      num_classes: real classes of a class-conditional model (label num_classes is null).
+      label_dropout: probability of training an example on the null label (CFG training).
+      omega, kappa: MeanFlow's guidance scales (module docstring); guidance needs
+        num_classes; omega = 1, kappa = 0 (default) is unguided. Effective CFG scale
+        omega / (1 - kappa).
 
     Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "mse",
     "per_example_loss" (B,)}.
@@ -88,12 +158,31 @@ class MeanFlow(_common.AbstractObjective):
     adaptive_p: float = eqx.field(static=True, default=1.0)
     adaptive_c: float = eqx.field(static=True, default=1e-3)
     source: Any = eqx.field(default_factory=_common.default_source)
+    num_classes: int | None = eqx.field(static=True, default=None)
+    label_dropout: float = eqx.field(static=True, default=0.0)
+    omega: float = eqx.field(static=True, default=1.0)
+    kappa: float = eqx.field(static=True, default=0.0)
+
+    @property
+    def guided(self) -> bool:
+        return self.omega != 1.0 or self.kappa != 0.0
 
     def __check_init__(self):
         _common.check_common(self, _NAME)
         if self.teacher is not None:
             _common.check_teacher(self.teacher, _NAME)
         _common.check_fraction(self.offdiag_fraction, "offdiag_fraction", _NAME)
+        check_guidance(self, _NAME)
+        for name in ("omega", "kappa"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{_NAME}: {name} must be a number, got {value!r}")
+        if not self.kappa < 1.0:
+            raise ValueError(
+                f"{_NAME}: kappa must be < 1 (scale omega / (1 - kappa)), got {self.kappa!r}"
+            )
+        if self.guided and self.num_classes is None:
+            raise ValueError(f"{_NAME}: omega/kappa guidance needs num_classes (a null label)")
         p = self.adaptive_p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
             raise ValueError(f"{_NAME}: adaptive_p must be a number >= 0, got {p!r}")
@@ -107,6 +196,8 @@ class MeanFlow(_common.AbstractObjective):
         x1, labels, context = _common.read_batch(batch, _NAME)
         n = x1.shape[0]
         k_x0, k_t, k_model = jax.random.split(key, 3)
+        k_drop = jax.random.fold_in(key, 1)  # keeps the unguided draws as they were
+        labels = labels_for_training(self, labels, k_drop, _NAME)
         x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
         s, t = _common.sample_pairs(k_t, n, dtype=x1.dtype, time_dist=self.time_dist, path=path)
         off = jnp.arange(n) < _common.split_count(n, self.offdiag_fraction)
@@ -117,7 +208,23 @@ class MeanFlow(_common.AbstractObjective):
         else:
             v = jax.lax.stop_gradient(_common.with_labels(self.teacher, labels, context)(x_s, s))
 
-        u, u_tgt = target(model, params, x_s, s, t, v, y=labels, key=k_model, context=context)
+        if self.guided:
+            u, u_tgt = guided_target(
+                model,
+                params,
+                x_s,
+                s,
+                t,
+                v,
+                y=labels,
+                null_label=self.num_classes,
+                omega=self.omega,
+                kappa=self.kappa,
+                key=k_model,
+                context=context,
+            )
+        else:
+            u, u_tgt = target(model, params, x_s, s, t, v, y=labels, key=k_model, context=context)
         mse = _common.per_example_mse(u - jax.lax.stop_gradient(u_tgt))
         weight = jax.lax.stop_gradient(1.0 / (mse + self.adaptive_c) ** self.adaptive_p)
         per_example = weight * mse

@@ -17,6 +17,17 @@ Times as in their code: the big step 2d = 2^-k, k ~ U{0, ..., num_levels - 1} (s
 self-consistency half-step is 2^-num_levels), and t uniform on the multiples of 2d in [0, 1);
 the flow-matching examples use t ~ U[0, 1]. `bootstrap_fraction` of the batch (their 1/4) is
 used for self-consistency, the rest for flow matching; the loss is the mean over the batch.
+
+Guided bootstrap (Frans et al., Sec. 4 and their code's `bootstrap_cfg`): classifier-free
+guidance enters only the targets of the smallest self-consistency level, big step
+2^(1-M) = two half-steps d = 2^-M; there both half-step velocities are guided,
+
+    u_w(x, t, t + d) = (1 - w) u(x, t, t + d | null) + w u(x, t, t + d | c)
+
+(Ho & Salimans 2022, eq. (6); w = 1 is unguided), so the smallest shortcut learns the guided
+field, and every larger level, bootstrapped from smaller ones, inherits it: one evaluation of
+the trained map gives a class-guided sample. Flow matching on the diagonal stays the
+conditional target, with label dropout (`label_dropout`) training the null label.
 """
 
 from __future__ import annotations
@@ -31,12 +42,33 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax._types import expand_time
 from flowjax.flowmaps import _common
+from flowjax.flowmaps._cfg import cfg_average_velocity, check_guidance, labels_for_training
 from flowjax.flowmaps._map import FlowMap
 from flowjax.paths import AffinePath
 
-__all__ = ["Shortcut", "loss"]
+__all__ = ["Shortcut", "bootstrap_target", "loss"]
 
 _NAME = "shortcut"
+
+
+def bootstrap_target(
+    X: FlowMap, params, x_t, t, d, *, y=None, context=None, guidance=None, null_label=None
+):
+    """sg[(u(x_t, t, t + d) + u(x', t + d, t + 2d)) / 2], x' = X(x_t, t, t + d): the
+    self-consistency target; with `guidance` w (scalar or (B,), 1 = unguided) both half-step
+    velocities are classifier-free guided (the guided bootstrap, module docstring)."""
+    conds = _common.conditions(y, context)
+    if guidance is None:
+        u1 = X.average_velocity(params, x_t, t, t + d, **conds)
+        x_mid = x_t + expand_time(d, x_t) * u1
+        u2 = X.average_velocity(params, x_mid, t + d, t + 2 * d, **conds)
+    else:
+        w = expand_time(jnp.broadcast_to(jnp.asarray(guidance, x_t.dtype), x_t.shape[:1]), x_t)
+        kw = dict(null_label=null_label, guidance=w, context=context)
+        u1 = cfg_average_velocity(X, params, x_t, t, t + d, y, **kw)
+        x_mid = x_t + expand_time(d, x_t) * u1
+        u2 = cfg_average_velocity(X, params, x_mid, t + d, t + 2 * d, y, **kw)
+    return jax.lax.stop_gradient(0.5 * (u1 + u2))
 
 
 class Shortcut(_common.AbstractObjective):
@@ -50,6 +82,10 @@ class Shortcut(_common.AbstractObjective):
       bootstrap_fraction: share of the batch used for self-consistency.
       target_params: parameters for the self-consistency target (EMA); None: sg(params).
       source: what x0 is drawn from (default fj.sources.StandardGaussian()).
+      num_classes: real classes of a class-conditional model (label num_classes is null).
+      label_dropout: probability of training an example on the null label (CFG training).
+      guidance: w of the guided bootstrap at the smallest level (None: unguided; needs
+        num_classes).
 
     Call: `(params, key, batch, *, model=None) -> (loss, aux)` with aux = {"loss", "fm_loss",
     "sc_loss", "per_example_loss" (B,)}.
@@ -62,6 +98,9 @@ class Shortcut(_common.AbstractObjective):
     bootstrap_fraction: float = eqx.field(static=True, default=0.25)
     target_params: Any = None
     source: Any = eqx.field(default_factory=_common.default_source)
+    num_classes: int | None = eqx.field(static=True, default=None)
+    label_dropout: float = eqx.field(static=True, default=0.0)
+    guidance: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _common.check_common(self, _NAME)
@@ -69,6 +108,13 @@ class Shortcut(_common.AbstractObjective):
             _common.check_teacher(self.teacher, _NAME)
         _common.check_positive(self.num_levels, "num_levels", _NAME, integer=True)
         _common.check_fraction(self.bootstrap_fraction, "bootstrap_fraction", _NAME)
+        check_guidance(self, _NAME)
+        w = self.guidance
+        if w is not None:
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise ValueError(f"{_NAME}: guidance must be a number or None, got {w!r}")
+            if self.num_classes is None:
+                raise ValueError(f"{_NAME}: guidance needs num_classes (a null label)")
 
     def __call__(
         self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
@@ -79,6 +125,8 @@ class Shortcut(_common.AbstractObjective):
         n = x1.shape[0]
         n_sc = _common.split_count(n, self.bootstrap_fraction)
         k_x0, k_t, k_level, k_grid, k_model = jax.random.split(key, 5)
+        k_drop = jax.random.fold_in(key, 1)  # keeps the unguided draws as they were
+        labels = labels_for_training(self, labels, k_drop, _NAME)
         x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
         sc_per = fm_per = jnp.zeros((0,), x1.dtype)
 
@@ -94,10 +142,20 @@ class Shortcut(_common.AbstractObjective):
             theta_minus = jax.lax.stop_gradient(
                 params if self.target_params is None else self.target_params
             )
-            u1 = X.average_velocity(theta_minus, x_t, t, t + d, **c_sc)
-            x_mid = x_t + expand_time(d, x_t) * u1
-            u2 = X.average_velocity(theta_minus, x_mid, t + d, t + 2 * d, **c_sc)
-            target = jax.lax.stop_gradient(0.5 * (u1 + u2))
+            guidance = None
+            if self.guidance is not None:  # guided only at the smallest level
+                guidance = jnp.where(level == self.num_levels - 1, self.guidance, 1.0)
+            target = bootstrap_target(
+                X,
+                theta_minus,
+                x_t,
+                t,
+                d,
+                y=c_sc.get("y"),
+                context=c_sc.get("context"),
+                guidance=guidance,
+                null_label=self.num_classes,
+            )
             pred = X.average_velocity(params, x_t, t, t + 2 * d, key=k_model, **c_sc)
             sc_per = _common.per_example_mse(pred - target)
 
