@@ -1,23 +1,18 @@
 r"""The embedded default of `python -m experiments.discrete`: discrete flow matching vs masked
-diffusion on tokens, CPU.
+diffusion vs continuous flow matching on one-hot vectors, on tokens, CPU.
 
-Arms (one tiny token transformer, same optimizer, batch, steps and seeds): mask_ce, mask_gkl,
-uniform_ce, uniform_gkl (discrete flow matching, Gat et al. 2024 / Shaul et al. 2024) and
-mdlm (masked diffusion, Sahoo et al. 2024). Datasets: the Markov-chain oracle (exact TV / KL
-after 1, 4, 16, 64 sampling steps; the flow map distilled from the exact teacher against the
-teacher's K-step sampler), digits tokens and pydoc text (held-out ELBO in bits per token vs
-the unigram baseline).
+Arms (one tiny token transformer, same optimizer, batches, steps and seeds): mask_ce, mask_gkl,
+uniform_ce, uniform_gkl (discrete flow matching, Gat et al. 2024 / Shaul et al. 2024), mdlm
+(masked diffusion, Sahoo et al. 2024) and onehot_fm (CondOT flow matching on one-hot vectors,
+ODE + argmax). Datasets: the Markov-chain oracle (exact TV / KL; the flow map distilled from the
+exact teacher against the teacher's K-step sampler), digits tokens (digits-classifier FD of the
+samples, held-out ELBO) and pydoc text (bigram TV of the samples to held-out text, ELBO).
 
   python -m experiments.discrete --workdir=/tmp/dfm
   python -m experiments.discrete --config=configs/discrete_default.py:smoke --workdir=/tmp/dfm_s
 
 Variants: `smoke` (oracle only, two arms, 20 steps); `flowmap` (the flow map alone: 3000
 distillation steps, batch 256, 4096 samples per evaluation).
-Measured (2026-12-04, 2 shared CPU cores under load average 15-18, jax 0.10.2): `flowmap`
-variant, 2 seeds, 1903 s wall / 234 s CPU: flow-map TV after 1 / 2 / 4 / 8 jumps 0.088 / 0.051 /
-0.039 / 0.031 against the exact teacher's masked sampler at the same steps 0.625 / 0.335 / 0.182 /
-0.095 (exact-sample floor 0.031). `smoke`: 300 s wall / 75 s CPU. The embedded default itself
-has not been timed (expected well over 10 minutes on a loaded machine).
 """
 
 import ml_collections
@@ -28,17 +23,24 @@ from flowjax.train.config import default_config
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.num_seeds = 2
+    c.num_seeds = 3
     c.datasets = "oracle,digits_tokens,pydoc_text"
-    c.arms = "mask_ce,mask_gkl,uniform_ce,uniform_gkl,mdlm"
+    c.arms = "mask_ce,mask_gkl,uniform_ce,uniform_gkl,mdlm,onehot_fm"
+    # "a:b" pairs: a verdict that a beats b (at the fewest and most sampling steps, and in
+    # training steps to the threshold).
+    c.pairs = "mdlm:mask_gkl,mask_gkl:uniform_gkl,mask_gkl:onehot_fm,mdlm:onehot_fm"
     c.variant = "tiny"
     c.num_steps = 400
     c.steps_per_dispatch = 50
     c.batch_size = 64
-    c.eval_samples = 2048
+    c.num_evals = 4  # log-spaced evaluations during training (steps to threshold)
+    c.curve_steps = 16  # sampling steps of those evaluations
+    c.eval_samples = 1024
     c.elbo_samples = 4
     c.sample_steps = (1, 4, 16, 64)
     c.text_seq_len = 32
+    # Quality thresholds for "training steps to threshold" (the primary metric at curve_steps).
+    c.thresholds = ml_collections.ConfigDict(dict(oracle=0.1, digits_tokens=20.0, pydoc_text=0.3))
     c.oracle = ml_collections.ConfigDict(
         dict(seed=0, length=4, vocab_size=3, concentration=0.5, flowmap_variant="tiny")
     )
@@ -52,10 +54,11 @@ def get_config(arg=None):
         if variant == "smoke":
             c.datasets, c.arms, c.num_steps, c.steps_per_dispatch = (
                 "oracle",
-                "mdlm,uniform_gkl",
+                "mdlm,uniform_gkl,onehot_fm",
                 20,
                 10,
             )
+            c.num_seeds, c.num_evals, c.curve_steps = 2, 2, 4
             c.eval_samples, c.sample_steps = 256, (1, 4)
             c.flowmap.num_steps, c.flowmap.jump_steps = 20, (1, 2)
         elif variant == "flowmap":  # the flow-map measurement alone (README numbers)

@@ -484,3 +484,115 @@ def test_small_model_beats_unigram(data):
     unigram = _unigram_bpt(train, test, vocab)
     assert after < unigram, (before, after, unigram)
     assert after < before - 1.0, (before, after)
+
+
+# --------------------------------------------------------------------------- one-hot flow matching
+
+
+def test_token_transformer_embeds_one_hot_floats_as_the_id_lookup():
+    net = fj.models.build_model(
+        "token_transformer", "tiny", input_shape=(L,), key=0, vocab_size=V, hidden_size=32,
+        depth=1, freq_dim=32,
+    )  # fmt: skip
+    apply_fn, params = fj.models.functional(net)
+    leaves, tree = jax.tree.flatten(params)  # a non-zero head, so the output depends on x
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    noisy = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    params = jax.tree.unflatten(tree, noisy)
+    ids, t = jax.random.randint(jax.random.key(1), (5, L), 0, V), jnp.full((5,), 0.3)
+    out = apply_fn(params, ids, t)
+    np.testing.assert_allclose(apply_fn(params, jax.nn.one_hot(ids, V), t), out, atol=1e-5)
+    np.testing.assert_allclose(apply_fn(params, jax.nn.one_hot(ids, V + 1), t), out, atol=1e-5)
+    assert not np.allclose(apply_fn(params, 0.8 * jax.nn.one_hot(ids, V), t), out, atol=1e-3)
+    with pytest.raises(TypeError, match="integer token ids"):
+        apply_fn(params, jnp.zeros((5, L)), t)  # a float array given as tokens
+    with pytest.raises(ValueError, match="num_states"):
+        apply_fn(params, jnp.zeros((5, L, V + 2)), t)
+
+
+def _onehot_oracle(chain, std):
+    """The chain's law on one-hot vectors as a Gaussian mixture (one narrow component each)."""
+    seqs = chain.all_sequences()
+    means = jax.nn.one_hot(seqs, chain.vocab_size).reshape(len(seqs), -1)
+    return fj.analytic.GaussianMixture(means=means, stds=std, weights=chain.probs())
+
+
+def _onehot_velocity(gmm, length, vocab):
+    path = fj.paths.CondOT()
+
+    def v(x, t):
+        b = x.shape[0]
+        return gmm.velocity(path, x.reshape(b, -1), t).reshape(b, length, vocab)
+
+    return v
+
+
+def test_onehot_sampler_with_exact_velocity_reproduces_the_tokens():
+    chain = _chain(0, 3, 3)
+    v = _onehot_velocity(_onehot_oracle(chain, 0.05), 3, 3)
+    tvs = [
+        float(analytic.tv(D.sample_onehot(v, jax.random.key(30), (N, 3), 3, num_steps=k), chain))
+        for k in (1, 4, 32)
+    ]
+    mean, sd = _tv_floor(chain.probs(), N)
+    assert tvs[2] < mean + 4 * sd + 0.01, (tvs, mean)
+    assert tvs[0] > tvs[1] > tvs[2]  # error shrinks with the number of steps
+    assert tvs[0] > 0.5  # negative control: one Euler step lands every x0 on E[e(x1)]
+    again = D.sample_onehot(v, jax.random.key(30), (N, 3), 3, num_steps=4)
+    np.testing.assert_array_equal(
+        again, D.sample_onehot(v, jax.random.key(30), (N, 3), 3, num_steps=4)
+    )  # bit-reproducible from the key
+
+
+def test_onehot_loss_minimised_by_the_exact_velocity(x64):
+    chain = _chain(0, 3, 3)
+    v = _onehot_velocity(_onehot_oracle(chain, 1e-3), 3, 3)
+    model = lambda eps, x, t, **kw: (1.0 + eps) * v(x, t)  # noqa: E731
+    objective = fj.objectives.make_objective("onehot_flow_matching", vocab_size=3, model=model)
+    batch, key = {"x1": chain.sample(jax.random.key(31), 20000)}, jax.random.key(32)
+    values = {eps: float(objective(eps, key, batch)[0]) for eps in (-0.1, 0.0, 0.1)}
+    assert values[0.0] < values[-0.1] and values[0.0] < values[0.1], values
+    shifted = lambda p, x, t, **kw: v(x, t) + 0.1  # noqa: E731
+    assert float(objective(0.0, key, batch, model=shifted)[0]) > values[0.0]
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
+        objective(0.0, key, {"x1": jnp.full((2, 3), 3)})
+    with pytest.raises(TypeError, match="integer array"):
+        objective(0.0, key, {"x1": jnp.zeros((2, 3), jnp.float32)})
+
+
+# --------------------------------------------------------------------------- the study's pieces
+
+
+def test_study_metrics_and_censored_steps_verdict():
+    from flowjax.data import _sources, _tokens
+    from flowjax.studies import discrete as study
+
+    x = np.array([[0, 1, 1], [1, 1, 0]])
+    f = study.bigram_freq(x, 2)  # pairs (0,1), (1,1), (1,1), (1,0)
+    np.testing.assert_allclose(f, [0.0, 0.25, 0.25, 0.5])
+    images = _sources.digits_arrays("test")[0]  # the continuous digits data, [-1, 1]
+    tokens = _tokens.digits_tokens("test")[0]
+    np.testing.assert_allclose(study.tokens_to_digits(tokens), images.reshape(-1, 8, 8, 1))
+
+    def finals(a, b):
+        return {"a": {"steps_to_threshold": a}, "b": {"steps_to_threshold": b}}
+
+    v = lambda a, b: study._steps_verdict("a", "b", finals(a, b), 400.0, "tv", 0.1)  # noqa: E731
+    assert v([50, 60, 55], [200, 260, 230])["verdict"] == "supported"
+    assert v([200, 260, 230], [50, 60, 55])["verdict"] == "not supported"
+    # b never reaches it: counted at 400, which only favours b, so "supported" stands...
+    assert v([50, 60, 55], [None, None, None])["verdict"] == "supported"
+    # ...but a censored a cannot win, and "not supported" for a censored b is not shown.
+    assert v([None, None, None], [50, 60, 55])["verdict"] == "not supported"
+    assert v([300, 380, 390], [None, None, 100])["verdict"] == "not significant"
+    assert v([50, 60, 55], [None, None, None])["censored"] == {"a": 0, "b": 3}
+
+
+def test_discrete_modules_raise_no_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D.LinearKappa(), D.PolynomialKappa(n=2.0), D.MixturePath()
+        D.OneHotFlowMatching(vocab_size=3)
+    assert D.LinearKappa().n == 1.0 and isinstance(D.LinearKappa(), D.PolynomialKappa)

@@ -34,6 +34,9 @@ from flowjax.discrete.cross_entropy import CrossEntropy as CrossEntropy
 from flowjax.discrete.generalized_kl import GeneralizedKL as GeneralizedKL
 from flowjax.discrete.generalized_kl import generalized_kl as generalized_kl
 from flowjax.discrete.mdlm import MDLM as MDLM
+from flowjax.discrete.onehot import OneHotFlowMatching as OneHotFlowMatching
+from flowjax.discrete.onehot import OneHotVelocity as OneHotVelocity
+from flowjax.discrete.onehot import sample_onehot as sample_onehot
 
 __all__ = [
     "KAPPAS",
@@ -48,6 +51,8 @@ __all__ = [
     "MaskSource",
     "MixturePath",
     "ModelPosterior",
+    "OneHotFlowMatching",
+    "OneHotVelocity",
     "PolynomialKappa",
     "UniformSource",
     "analytic",
@@ -60,4 +65,5 @@ __all__ = [
     "pad_posterior",
     "sample_euler",
     "sample_masked",
+    "sample_onehot",
 ]

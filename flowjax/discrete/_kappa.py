@@ -56,9 +56,10 @@ class PolynomialKappa(AbstractKappa):
 
 
 class LinearKappa(PolynomialKappa):
-    """kappa(t) = t."""
+    """kappa(t) = t (`PolynomialKappa` with n fixed to 1)."""
 
-    n: float = eqx.field(default=1.0, init=False)
+    def __init__(self):
+        self.n = 1.0
 
 
 class CosineKappa(AbstractKappa):

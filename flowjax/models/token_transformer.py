@@ -10,7 +10,9 @@ to vocab_size + 1 (room for the mask id V of the mask source).
 A context (shape `context_shape`, one example, no batch axis) is flattened and linearly
 embedded into c; `context=None` on a context-conditioned model means a learned null context
 (INTERFACES.md, classifier-free guidance). `token_features=F` adds per-token input features
-(B, L, F) (`features=` at call time), used by the discrete flow map for its noise.
+(B, L, F) (`features=` at call time), used by the discrete flow map for its noise. A float
+input (B, L, V) is embedded through the same matrix, x @ E, and the (B, L, V) output can be
+read as a velocity: continuous flow matching on one-hot vectors with the same network.
 """
 
 from __future__ import annotations
@@ -181,16 +183,34 @@ class TokenTransformer(nnx.Module):
         features: Float[Array, "batch length feat"] | None = None,
         key: Key | None = None,
     ) -> Float[Array, "batch length vocab"]:
-        """Logits (B, L, vocab_size) of x1 given x_t = x; `key` turns dropout on."""
+        """Logits (B, L, vocab_size) of x1 given x_t = x; `key` turns dropout on.
+
+        `x` is int token ids (B, L), or a float array (B, L, F) with F <= num_states (a point
+        near the one-hot simplex, for continuous flow matching on one-hot vectors), embedded
+        as x @ E[:F]: for a one-hot x this is exactly the id lookup.
+        """
         x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.integer):
-            raise TypeError(f"TokenTransformer expects integer token ids; got dtype {x.dtype}")
-        if x.ndim != 2 or x.shape[1:] != self.input_shape:
+        soft = jnp.issubdtype(x.dtype, jnp.floating) and x.ndim == 3
+        if not soft and not jnp.issubdtype(x.dtype, jnp.integer):
+            raise TypeError(
+                f"TokenTransformer expects integer token ids (B, L) or float one-hot vectors "
+                f"(B, L, F); got dtype {x.dtype} with shape {x.shape}"
+            )
+        if x.ndim != 2 + soft or x.shape[1:2] != self.input_shape:
             raise ValueError(
                 f"TokenTransformer expects x of shape (B, {self.input_shape[0]}); got {x.shape}"
             )
+        if soft and x.shape[2] > self.num_states:
+            raise ValueError(
+                f"TokenTransformer: one-hot input has {x.shape[2]} > num_states="
+                f"{self.num_states} channels"
+            )
         b = x.shape[0]
-        h = self.embed(x)
+        if soft:  # x @ E (the lookup of a one-hot row)
+            table = self.embed.embedding[: x.shape[2]]
+            h = jnp.einsum("blf,fd->bld", x.astype(table.dtype), table).astype(self.embed.dtype)
+        else:
+            h = self.embed(x)
         if self.pos is not None:
             h = h + self.pos[...].astype(h.dtype)
         if (features is None) != (self.feature_embed is None):

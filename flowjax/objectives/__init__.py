@@ -81,6 +81,7 @@ OBJECTIVES: dict[str, str] = {
     "discrete_gkl": "flowjax.discrete.generalized_kl:GeneralizedKL",
     "mdlm": "flowjax.discrete.mdlm:MDLM",
     "discrete_flowmap": "flowjax.discrete.flowmap:FlowMapDistillation",
+    "onehot_flow_matching": "flowjax.discrete.onehot:OneHotFlowMatching",
 }
 
 
