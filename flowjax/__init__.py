@@ -20,6 +20,7 @@ _SUBMODULES = (
     "models",
     "objectives",
     "paths",
+    "pretrained",
     "sampling",
     "sources",
     "studies",
