@@ -35,13 +35,16 @@ _flow_map = eqx.filter_jit(lambda gmm, path, x, s, t: gmm.flow_map(path, x, s, t
 
 
 # (solver, expected order, step counts). UniPC-2 with its corrector is third order
-# (Zhao et al. 2023, Thm. 3.1). Measured slopes (32 points, t1 = 0.8, LogSNR grid):
-# DDIM 1.00-1.01, 2M 1.92-2.03, 3M 3.18-3.19, UniPC 2.94-3.08 on VP / cosine / CondOT.
+# (Zhao et al. 2023, Thm. 3.1); tAB-DEIS through r + 1 points has order r + 1. Measured slopes
+# (32 points, t1 = 0.8, LogSNR grid): DDIM 1.00-1.01, 2M 1.92-2.03, 3M 3.18-3.19, UniPC
+# 2.94-3.08, DEIS-2 1.91-1.96, DEIS-3 2.84-2.87 on VP / cosine / CondOT.
 ORDERS = [
     ("ddim", 1, (64, 128, 256)),
     ("dpm++2m", 2, (32, 64, 128)),
     ("dpm++3m", 3, (32, 64, 128)),
     ("unipc", 3, (32, 64, 128)),
+    ("deis2", 2, (32, 64, 128)),
+    ("deis", 3, (32, 64, 128)),
 ]
 
 
@@ -89,6 +92,54 @@ def test_ddim_tends_to_the_exact_pf_ode(x64):
         biased, x0, kind="eps", path=path, solver="ddim", num_steps=2048, t1=t1
     )
     assert float(jnp.sqrt(jnp.mean((x - exact) ** 2))) > 5 * err[2]
+
+
+@eqx.filter_jit
+def _deis_step(solver, x, hist, t_next, path):
+    from flowjax.sampling._multistep import _point
+
+    return solver.step(x, None, hist, _point(path, t_next), False, path)[0]
+
+
+@pytest.mark.parametrize("name", ["vp", "condot"])
+def test_deis_step_is_exact_for_eps_polynomial_in_time(x64, name):
+    # tAB-DEIS integrates the Lagrange polynomial in t through its points exactly:
+    # x_t = alpha_t (x_s / alpha_s + int_s^t eps(tau) rho'(tau) dtau), rho = sigma / alpha.
+    # Reference: that integral by scipy's 64-point Gauss-Legendre rule in t on a step far from
+    # the ends (ours is 8 points in log-SNR). Negative control: one degree more than the
+    # points carry is not exact.
+    from scipy.integrate import fixed_quad
+
+    from flowjax.sampling._exponential import History, Point
+    from flowjax.sampling._multistep import _point
+
+    path = PATHS[name]
+    ts = np.asarray(grids.LogSNR(path)(12))[3:7]  # t_{i-2}, t_{i-1}, t_i, t_{i+1}
+    a, b, c = np.array([0.3, -1.1]), np.array([0.7, 0.4]), np.array([-0.5, 0.9])
+    x_s = np.array([[0.4, -0.2]])
+    rho_dot = jax.jit(jax.vmap(jax.grad(lambda t: path.sigma(t) / path.alpha(t))))
+
+    def run(order, poly):
+        times = ts[:3][::-1][:order]  # newest first
+        eps = poly(times)[:, None]
+        pts = [_point(path, jnp.asarray(t)) for t in times]
+        point = Point(*(jnp.stack(v) for v in zip(*pts, strict=True)))
+        d = (x_s - point.sigma[:, None, None] * eps) / point.alpha[:, None, None]  # x1 at x_s
+        hist = History(jnp.asarray(d), point, jnp.asarray(order), jnp.asarray(eps))
+        x = _deis_step(fj.sampling.DEIS(order=order), jnp.asarray(x_s), hist, ts[3], path)
+        t_s, t_t = ts[2], ts[3]
+        integrand = lambda t: (poly(t) * np.asarray(rho_dot(jnp.asarray(t)))[:, None]).T
+        integral = fixed_quad(integrand, t_s, t_t, n=64)[0]
+        exact = path.alpha(t_t) * (x_s / path.alpha(t_s) + integral)
+        return float(np.max(np.abs(np.asarray(x) - exact)) / np.max(np.abs(exact)))
+
+    col = lambda t: np.asarray(t)[:, None]  # poly(t): (n,) times -> (n, 2)
+    quadratic = lambda t: a + b * col(t) + c * col(t) ** 2
+    assert run(2, lambda t: a + b * col(t)) < 1e-10
+    assert run(3, quadratic) < 1e-10
+    assert run(2, quadratic) > 1e-6
+    # A polynomial in log-SNR is not one in t: DEIS in t is not exact for it.
+    assert run(2, lambda t: a + b * col(path.log_snr(jnp.asarray(t)))) > 1e-6
 
 
 def test_same_log_snr_grid_gives_the_same_samples_on_every_path(x64):
@@ -218,6 +269,8 @@ def test_endpoints_and_errors():
         fj.sampling.sample_multistep(lambda x, t: x, x0, path=path)
     with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
         fj.sampling.UniPC(order=4)
+    with pytest.raises(ValueError, match="DEIS: order must be 1, 2 or 3"):
+        fj.sampling.DEIS(order=4)
     with pytest.raises(ValueError, match="must return the shape of x"):
         fj.sampling.sample_multistep(lambda x, t: x[:, :1], x0, path=path, num_steps=2)
 

@@ -1,5 +1,5 @@
 """Samplers: adaptive/fixed ODE solves on time grids, multistep diffusion solvers (DDIM,
-DPM-Solver++, UniPC), reverse-time SDE, DDPM ancestral steps, guidance.
+DPM-Solver++, UniPC, DEIS), reverse-time SDE, DDPM ancestral steps, guidance.
 
 Everything runs inside `jax.jit` through diffrax or `lax.scan`; no host-side solver.
 """
@@ -7,6 +7,7 @@ Everything runs inside `jax.jit` through diffrax or `lax.scan`; no host-side sol
 from flowjax.sampling import grids as grids
 from flowjax.sampling._ddim import DDIM as DDIM
 from flowjax.sampling._ddpm import sample_ddpm as sample_ddpm
+from flowjax.sampling._deis import DEIS as DEIS
 from flowjax.sampling._dpmpp import DPMSolverPP as DPMSolverPP
 from flowjax.sampling._exponential import AbstractMultistep as AbstractMultistep
 from flowjax.sampling._guidance import as_velocity as as_velocity
@@ -32,6 +33,7 @@ __all__ = [
     "ADAPTIVE_SOLVERS",
     "AbstractMultistep",
     "DDIM",
+    "DEIS",
     "DPMSolverPP",
     "ERROR_NORMS",
     "MULTISTEP_SOLVERS",

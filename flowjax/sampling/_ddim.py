@@ -23,6 +23,6 @@ class DDIM(AbstractMultistep):
     def history(self) -> int:
         return 1
 
-    def step(self, x, x_base, hist, nxt, final):
-        del x_base, final
+    def step(self, x, x_base, hist, nxt, final, path):
+        del x_base, final, path
         return first_order(x, hist.d[0], at(hist, 0), nxt), x

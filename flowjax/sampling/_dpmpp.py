@@ -54,8 +54,8 @@ class DPMSolverPP(AbstractMultistep):
     def history(self) -> int:
         return self.order
 
-    def step(self, x, x_base, hist, nxt, final):
-        del x_base
+    def step(self, x, x_base, hist, nxt, final, path):
+        del x_base, path
         s0 = at(hist, 0)
         d = hist.d
 

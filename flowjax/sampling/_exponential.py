@@ -21,7 +21,7 @@ sigma_t / sigma_s = 0 and the step returns the data prediction (a final denoisin
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -31,23 +31,27 @@ __all__ = ["AbstractMultistep", "History", "Point", "first_order"]
 
 
 class Point(NamedTuple):
-    """Path coefficients at one grid time: alpha, sigma (>= 0) and the half log-SNR."""
+    """Path coefficients at one grid time t: alpha, sigma (>= 0) and the half log-SNR."""
 
     alpha: Array
     sigma: Array
     lam: Array
+    t: Array
 
 
 class History(NamedTuple):
     """The last K data predictions, newest first: d[0] at the current time t_i, d[1] at t_{i-1}.
 
     `point` holds (K,) coefficients of the same times; `count` is how many are valid (i + 1,
-    capped at K): the solvers warm up at lower order until their history is full.
+    capped at K): the solvers warm up at lower order until their history is full. `e` holds
+    the noise predictions of the same times for solvers in noise-prediction form (DEIS), else
+    None.
     """
 
     d: Array
     point: Point
     count: Array
+    e: Array | None = None
 
 
 def first_order(x, d, s: Point, t: Point):
@@ -66,8 +70,11 @@ def decay(s: Point, t: Point):
 class AbstractMultistep(eqx.Module):
     """A multistep solver in data-prediction form: one model call per step.
 
-    `history` is how many past data predictions (including the current one) a step reads.
+    `history` is how many past data predictions (including the current one) a step reads;
+    `needs_eps` asks the driver to keep the noise predictions too (`History.e`).
     """
+
+    needs_eps: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -75,18 +82,18 @@ class AbstractMultistep(eqx.Module):
         """Number of data predictions kept."""
 
     @abc.abstractmethod
-    def step(self, x, x_base, hist: History, nxt: Point, final) -> tuple[Array, Array]:
+    def step(self, x, x_base, hist: History, nxt: Point, final, path) -> tuple[Array, Array]:
         """(x at the next time, x_base for the next step) from x at the current time.
 
         x_base is the state the current x was predicted from (only UniPC's corrector reads
-        it); `final` is True on a step that ends where sigma = 0.
+        it); `final` is True on a step that ends where sigma = 0; `path` is the affine path
+        (only DEIS reads it, for times inside the step).
         """
 
 
 def at(hist: History, k: int) -> Point:
     """The coefficients of the k-th newest history entry."""
-    p = hist.point
-    return Point(p.alpha[k], p.sigma[k], p.lam[k])
+    return Point(*(v[k] for v in hist.point))
 
 
 def effective_order(order: int, hist: History, final):

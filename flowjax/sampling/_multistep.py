@@ -1,8 +1,10 @@
-"""Multistep diffusion samplers (DDIM, DPM-Solver++ 2M/3M, UniPC) for any model on any affine path.
+"""Multistep diffusion samplers (DDIM, DPM-Solver++ 2M/3M, UniPC, DEIS) for any model on any
+affine path.
 
-Each solver is a short module (`_ddim`, `_dpmpp`, `_unipc`) in the data-prediction
+Each solver is a short module (`_ddim`, `_dpmpp`, `_unipc`, `_deis`) in the
 exponential-integrator form of `_exponential`; this driver evaluates the model once per step,
-converts its prediction to x1_hat with `fj.paths.convert`, keeps the last few predictions and
+converts its prediction to x1_hat (and eps_hat for DEIS) with `fj.paths.convert`, keeps the
+last few predictions and
 lets the solver step. One compiled program serves every step count and grid (both run-time
 values, up to `max_steps`).
 """
@@ -19,6 +21,7 @@ from jaxtyping import Array, ArrayLike, Float
 from flowjax.paths import AffinePath, canonical_kind, convert
 from flowjax.sampling import grids as _grids
 from flowjax.sampling._ddim import DDIM
+from flowjax.sampling._deis import DEIS
 from flowjax.sampling._dpmpp import DPMSolverPP
 from flowjax.sampling._exponential import AbstractMultistep, History, Point
 from flowjax.sampling._integrate import check_steps, check_x
@@ -35,6 +38,8 @@ MULTISTEP_SOLVERS: dict[str, AbstractMultistep] = {
     "unipc": UniPC(order=2, variant="bh2"),
     "unipc-bh1": UniPC(order=2, variant="bh1"),
     "unipc3": UniPC(order=3, variant="bh2"),
+    "deis": DEIS(order=3),
+    "deis2": DEIS(order=2),
 }
 
 
@@ -59,7 +64,7 @@ def _point(path: AffinePath, t) -> Point:
     a, s = path.alpha(t), path.sigma(t)
     s = jnp.where(s > jnp.finfo(s.dtype).eps * a, s, 0.0)
     lam = jnp.where(s > 0, 0.5 * path.log_snr(t), jnp.inf)
-    return Point(a, s, lam)
+    return Point(a, s, lam, jnp.asarray(t, a.dtype))
 
 
 @eqx.filter_jit
@@ -67,26 +72,32 @@ def _run(pred, x0, ts, num_steps, *, solver, path, kind):
     k = solver.history
     dtype = x0.dtype
 
+    def push(new, old):
+        return jnp.concatenate([jnp.reshape(new, (1, *old.shape[1:])), old[:-1]])
+
     def body(i, carry):
-        x, x_base, ds, pts, count = carry
+        x, x_base, ds, es, pts, count = carry
         t, t_next = ts[i], ts[i + 1]
         out = jnp.asarray(pred(x, t))
         if out.shape != x.shape:
             raise ValueError(
                 f"sample_multistep: pred must return the shape of x, {x.shape}; got {out.shape}"
             )
-        d = convert(out.astype(dtype), src=kind, dst="x1", path=path, x=x, t=t)
+        out = out.astype(dtype)
+        ds = push(convert(out, src=kind, dst="x1", path=path, x=x, t=t), ds)
+        if es is not None:
+            es = push(convert(out, src=kind, dst="eps", path=path, x=x, t=t), es)
         here, nxt = _point(path, t), _point(path, t_next)
-        ds = jnp.concatenate([d[None], ds[:-1]])
-        new = zip(here, pts, strict=True)
-        pts = Point(*(jnp.concatenate([jnp.reshape(v, (1,)), h[:-1]]) for v, h in new))
+        pts = Point(*(push(v, h) for v, h in zip(here, pts, strict=True)))
         count = jnp.minimum(count + 1, k)
-        hist = History(ds, pts, count)
-        x_next, x_base = solver.step(x, x_base, hist, nxt, final=~(nxt.sigma > 0))
-        return x_next.astype(dtype), x_base.astype(dtype), ds, pts, count
+        hist = History(ds, pts, count, es)
+        x_next, x_base = solver.step(x, x_base, hist, nxt, final=~(nxt.sigma > 0), path=path)
+        return x_next.astype(dtype), x_base.astype(dtype), ds, es, pts, count
 
     zeros = jnp.zeros((k,), dtype)
-    carry = (x0, x0, jnp.zeros((k, *x0.shape), dtype), Point(zeros, zeros + 1, zeros), 0)
+    states = jnp.zeros((k, *x0.shape), dtype)
+    es = states if solver.needs_eps else None
+    carry = (x0, x0, states, es, Point(zeros, zeros + 1, zeros, zeros), 0)
     x = jax.lax.fori_loop(0, num_steps, body, carry)[0]
     x = eqx.error_if(
         x,
@@ -115,7 +126,8 @@ def sample_multistep(
 
     Solvers (`MULTISTEP_SOLVERS`): "ddim" (Song et al. 2021, eta = 0), "dpm++2m" and
     "dpm++3m" (Lu et al. 2022b), "unipc" (Zhao et al. 2023, UniPC-2 with B(h) = e^h - 1;
-    also "unipc-bh1", "unipc3"), or an `AbstractMultistep` object. They integrate the
+    also "unipc-bh1", "unipc3"), "deis" and "deis2" (Zhang & Chen 2023, tAB-DEIS of order 3
+    and 2), or an `AbstractMultistep` object. They integrate the
     probability-flow ODE of `path` in its log-SNR, so they apply to any model kind (the
     prediction is converted to data with `fj.paths.convert`), flow-matching velocity models
     included, and to guided models (`fj.sampling.cfg(...)` as `pred`).

@@ -120,7 +120,8 @@ class UniPC(AbstractMultistep):
         branches = [lambda: x] + [corrector(p) for p in range(1, self.order + 1)]
         return jax.lax.switch(jnp.maximum(p_prev, 0), branches)
 
-    def step(self, x, x_base, hist, nxt, final):
+    def step(self, x, x_base, hist, nxt, final, path):
+        del path
         x = self._correct(x, x_base, hist)
         s, d = at(hist, 0), hist.d
 
