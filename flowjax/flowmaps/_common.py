@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Callable
+from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from flowjax.flowmaps._map import FlowMap
 
 # Batch, path, source and context handling are the same for every objective.
 from flowjax.objectives._common import AbstractObjective as AbstractObjective
@@ -18,7 +24,8 @@ from flowjax.objectives._common import check_source as check_source
 from flowjax.objectives._common import default_source as default_source
 from flowjax.objectives._common import draw_x0 as draw_x0
 from flowjax.objectives._common import with_context
-from flowjax.objectives.timesteps import resolve_time_dist
+from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
+from flowjax.paths import AffinePath
 
 
 def check_model(model, objective: str) -> None:
@@ -171,3 +178,47 @@ def map_distillation_points(objective, key, batch: dict, name: str):
     x_s = path.interpolate(x0, x1, s)
     conds = conditions(labels, context)
     return x_s, s, t, conds, with_labels(objective.teacher, labels, context), k_model
+
+
+class AbstractMapDistillation(AbstractObjective):
+    """LMD and EMD (Boffi et al. 2024): the same fields, checks, draw and reduction; each
+    defines its per-example `residual`, whose mean square is the loss.
+
+    Attributes:
+      path: the affine path the teacher velocity belongs to.
+      teacher: velocity field teacher(x, t, y=None) -> (B, *D).
+      model: two-time apply function model(params, x, t, *, s=None, y=None, context=None,
+        key=None); None: pass it at call time.
+      time_dist: law of each of the two times (object or name in TIME_DISTS).
+      directions: "forward" (s <= t) or "both".
+      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
+    """
+
+    path: AffinePath
+    teacher: Callable
+    model: Callable | None = eqx.field(static=True, default=None)
+    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
+    directions: str = eqx.field(static=True, default="forward")
+    source: Any = eqx.field(default_factory=default_source)
+
+    name: ClassVar[str]
+
+    def __check_init__(self):
+        check_map_distillation(self, self.name)
+
+    @abc.abstractmethod
+    def residual(self, X, params, x_s, s, t, conds: dict, b: Callable, key):
+        """(B, *D) residual of the flow map's defining equation at the drawn points."""
+
+    def __call__(
+        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
+    ) -> tuple[Float[Array, ""], dict]:
+        X = FlowMap(bound_model(self.model, model, self.name))
+        x_s, s, t, conds, b, k_model = map_distillation_points(self, key, batch, self.name)
+        per_example = per_example_mse(self.residual(X, params, x_s, s, t, conds, b, k_model))
+        value = jnp.mean(per_example)
+        return value, {
+            "loss": value,
+            "gap_mean": jnp.mean(jnp.abs(t - s)),
+            "per_example_loss": per_example,
+        }

@@ -20,7 +20,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.flowmaps import _common, _consistency
@@ -79,25 +78,11 @@ class ConsistencyDistillation(_common.AbstractObjective):
             num_steps=self.solver_steps,
         )
 
-        k_x0, k_t, k_model = jax.random.split(key, 3)
-        x0 = _common.draw_x0(self.source, k_x0, x1, context, _NAME)
-        t, t_next = _consistency.grid_times(k_t, x1.shape[0], self.num_steps, x1.dtype)
-        x_t = self.path.interpolate(x0, x1, t)
-        x_next = jax.lax.stop_gradient(step(x_t, t, t_next))
-        value, per_example = _consistency.loss_from_points(
-            X,
-            params,
-            self.target_params,
-            x_t,
-            t,
-            x_next,
-            t_next,
-            _common.conditions(labels, context),
-            k_model,
-            self.distance,
-            self.huber_c,
+        _, t, t_next, x_t, k_model = _consistency.draw_points(
+            key, x1, self.path, self.num_steps, self.source, context, _NAME
         )
-        return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+        x_next = jax.lax.stop_gradient(step(x_t, t, t_next))
+        return _consistency.loss(self, X, params, x_t, t, x_next, t_next, labels, context, k_model)
 
 
 def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from flowjax.flowmaps import _common, _consistency
@@ -36,10 +34,10 @@ _NAME = "consistency_training"
 def sample_points(key, x1, path, num_steps: int, source=None, context=None):
     """(x0, t, t_next, x_t, x_next, model key) exactly as the loss draws them from `key`."""
     source = _common.default_source() if source is None else source
-    k_x0, k_t, k_model = jax.random.split(key, 3)
-    x0 = _common.draw_x0(source, k_x0, x1, context, _NAME)
-    t, t_next = _consistency.grid_times(k_t, x1.shape[0], num_steps, x1.dtype)
-    return x0, t, t_next, path.interpolate(x0, x1, t), path.interpolate(x0, x1, t_next), k_model
+    x0, t, t_next, x_t, k_model = _consistency.draw_points(
+        key, x1, path, num_steps, source, context, _NAME
+    )
+    return x0, t, t_next, x_t, path.interpolate(x0, x1, t_next), k_model
 
 
 class ConsistencyTraining(_common.AbstractObjective):
@@ -77,20 +75,7 @@ class ConsistencyTraining(_common.AbstractObjective):
         _, t, t_next, x_t, x_next, k_model = sample_points(
             key, x1, self.path, self.num_steps, self.source, context
         )
-        value, per_example = _consistency.loss_from_points(
-            X,
-            params,
-            self.target_params,
-            x_t,
-            t,
-            x_next,
-            t_next,
-            _common.conditions(labels, context),
-            k_model,
-            self.distance,
-            self.huber_c,
-        )
-        return value, {"loss": value, "t_mean": jnp.mean(t), "per_example_loss": per_example}
+        return _consistency.loss(self, X, params, x_t, t, x_next, t_next, labels, context, k_model)
 
 
 def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):

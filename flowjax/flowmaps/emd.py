@@ -17,18 +17,11 @@ order (`directions="both"`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 from flowjax.flowmaps import _common
-from flowjax.flowmaps._map import FlowMap
-from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
-from flowjax.paths import AffinePath
 
 __all__ = ["EMD", "loss"]
 
@@ -36,7 +29,7 @@ _NAME = "emd"
 DIRECTIONS = _common.DIRECTIONS
 
 
-class EMD(_common.AbstractObjective):
+class EMD(_common.AbstractMapDistillation):
     """EMD loss (Boffi et al. 2024, Eulerian map distillation).
 
     Attributes: as `fj.flowmaps.lmd.LMD` (path, teacher, model, time_dist, directions, source).
@@ -45,34 +38,17 @@ class EMD(_common.AbstractObjective):
     "per_example_loss" (B,)}.
     """
 
-    path: AffinePath
-    teacher: Callable
-    model: Callable | None = eqx.field(static=True, default=None)
-    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
-    directions: str = eqx.field(static=True, default="forward")
-    source: Any = eqx.field(default_factory=_common.default_source)
+    name = _NAME
 
-    def __check_init__(self):
-        _common.check_map_distillation(self, _NAME)
-
-    def __call__(
-        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
-    ) -> tuple[Float[Array, ""], dict]:
-        X = FlowMap(_common.bound_model(self.model, model, _NAME))
-        x_s, s, t, conds, b, k_model = _common.map_distillation_points(self, key, batch, _NAME)
+    def residual(self, X, params, x_s, s, t, conds, b, key):
+        """d/ds X(x_s, s, t) + grad_x X(x_s, s, t) b(x_s, s): one jvp along (b(x_s, s), 1)."""
         b_s = jax.lax.stop_gradient(b(x_s, s))
 
         def of_start(xx, ss):
-            return X(params, xx, ss, t, key=k_model, **conds)
+            return X(params, xx, ss, t, key=key, **conds)
 
-        _, residual = jax.jvp(of_start, (x_s, s), (b_s.astype(x_s.dtype), jnp.ones_like(s)))
-        per_example = _common.per_example_mse(residual)
-        value = jnp.mean(per_example)
-        return value, {
-            "loss": value,
-            "gap_mean": jnp.mean(jnp.abs(t - s)),
-            "per_example_loss": per_example,
-        }
+        _, out = jax.jvp(of_start, (x_s, s), (b_s.astype(x_s.dtype), jnp.ones_like(s)))
+        return out
 
 
 def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):

@@ -16,18 +16,11 @@ sampler needs) or left in either order (`directions="both"`, learning the invers
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 from flowjax.flowmaps import _common
-from flowjax.flowmaps._map import FlowMap
-from flowjax.objectives.timesteps import AbstractTimeDist, Uniform, resolve_time_dist
-from flowjax.paths import AffinePath
 
 __all__ = ["LMD", "loss"]
 
@@ -35,49 +28,26 @@ _NAME = "lmd"
 DIRECTIONS = _common.DIRECTIONS
 
 
-class LMD(_common.AbstractObjective):
+class LMD(_common.AbstractMapDistillation):
     """LMD loss (Boffi et al. 2024, Lagrangian map distillation).
 
-    Attributes:
-      path: the affine path the teacher velocity belongs to.
-      teacher: velocity field teacher(x, t, y=None) -> (B, *D).
-      model: two-time apply function model(params, x, t, *, s=None, y=None, context=None,
-        key=None); None: pass it at call time.
-      time_dist: law of each of the two times (object or name in TIME_DISTS).
-      directions: "forward" (s <= t) or "both".
-      source: what x0 is drawn from (default fj.sources.StandardGaussian()).
+    Attributes: path, teacher, model, time_dist, directions, source (see
+    `_common.AbstractMapDistillation`).
 
     Call: `(params, key, batch, *, model=None) -> (loss, aux)`; labels and context of the batch
     go to model and teacher; aux = {"loss", "gap_mean", "per_example_loss" (B,)}.
     """
 
-    path: AffinePath
-    teacher: Callable
-    model: Callable | None = eqx.field(static=True, default=None)
-    time_dist: AbstractTimeDist = eqx.field(default=Uniform(), converter=resolve_time_dist)
-    directions: str = eqx.field(static=True, default="forward")
-    source: Any = eqx.field(default_factory=_common.default_source)
+    name = _NAME
 
-    def __check_init__(self):
-        _common.check_map_distillation(self, _NAME)
-
-    def __call__(
-        self, params, key: PRNGKeyArray, batch: dict, *, model: Callable | None = None
-    ) -> tuple[Float[Array, ""], dict]:
-        X = FlowMap(_common.bound_model(self.model, model, _NAME))
-        x_s, s, t, conds, b, k_model = _common.map_distillation_points(self, key, batch, _NAME)
+    def residual(self, X, params, x_s, s, t, conds, b, key):
+        """d/dt X(x_s, s, t) - b(X(x_s, s, t), t), d/dt by one jvp in t."""
 
         def along_t(tt):
-            return X(params, x_s, s, tt, key=k_model, **conds)
+            return X(params, x_s, s, tt, key=key, **conds)
 
         x_t, dx_dt = jax.jvp(along_t, (t,), (jnp.ones_like(t),))
-        per_example = _common.per_example_mse(dx_dt - b(x_t, t))
-        value = jnp.mean(per_example)
-        return value, {
-            "loss": value,
-            "gap_mean": jnp.mean(jnp.abs(t - s)),
-            "per_example_loss": per_example,
-        }
+        return dx_dt - b(x_t, t)
 
 
 def loss(params, key: PRNGKeyArray, batch: dict, *, model, path, **kwargs):

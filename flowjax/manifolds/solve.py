@@ -7,7 +7,7 @@ stages of a Runge-Kutta step thus see points of M, as in Meta's RiemannianODESol
 (projected Euler, midpoint, RK4), and an adaptive solver (dopri5, tsit5) with a PID
 controller keeps its usual error control on the ambient representation. Because
 f(projx(y)) = f(y), the first-same-as-last stage of dopri5 / tsit5 stays valid after the
-projection, so the NFE count is exact (the same rules as fj.sampling).
+projection, so the NFE count is exact; the diffrax driver itself is fj.sampling's.
 
 This is the "projection method" for ODEs on manifolds (Hairer, Lubich & Wanner 2006,
 Geometric Numerical Integration, sec. IV.4, algorithm 4.2): it keeps the order of the
@@ -20,19 +20,15 @@ from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from diffrax._solver.base import AbstractWrappedSolver
 from jaxtyping import Array, ArrayLike, Float
 
 from flowjax.manifolds._base import AbstractManifold, check_points
-from flowjax.sampling._integrate import (
-    _MAX_NONFINITE,
-    _all_finite,
-    _CountingPID,
-    batch_max_rms_norm,
-)
+from flowjax.sampling import _integrate
+from flowjax.sampling._integrate import check_steps
+from flowjax.sampling._ode import solve_args
 
 __all__ = ["RK4", "Projected", "SOLVERS", "ADAPTIVE_SOLVERS", "sample_ode", "tangent_field"]
 
@@ -112,13 +108,6 @@ class Projected(AbstractWrappedSolver):
         return self.solver.func(terms, t0, y0, args)
 
 
-def _stages(solver) -> tuple[int, bool]:
-    tableau = getattr(type(solver), "tableau", None)
-    if tableau is None:  # Euler
-        return 1, False
-    return tableau.num_stages, bool(tableau.fsal)
-
-
 def tangent_field(manifold: AbstractManifold, v: Callable) -> Callable:
     """f(x, t) = P_{projx(x)} v(projx(x), t): a field that is tangent to M and constant
     along the fibres of projx (so the solver's stages and its FSAL cache see points of M)."""
@@ -150,54 +139,24 @@ def integrate(fn, y0, *, manifold, t0, t1, solver, num_steps, rtol, atol, max_st
     """Solves dy/dt = fn(t, y) with `Projected(solver)`; y0 is the (B, D) state on M or a
     tuple (state, accumulators...) whose accumulators are not projected.
 
+    The driver is fj.sampling's (`_integrate.integrate`: exact NFE, run-time step counts, one
+    error check), with the per-example error norm: every point meets the tolerance.
     Returns (y(t1), info) with info["nfe"] the exact number of calls of fn.
     """
-    adaptive = num_steps is None
-    slv = get_solver(solver, manifold, adaptive=adaptive)
-    stages, fsal = _stages(slv.solver)
-    dtype = jax.tree_util.tree_leaves(y0)[0].dtype
-    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
-    if adaptive:
-        controller = _CountingPID(
-            diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms_norm)
-        )
-        dt0 = 0.01 * (t1 - t0)
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = (t1 - t0) / jnp.asarray(num_steps, dtype)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: fn(t, y)),
-        slv,
+    slv = get_solver(solver, manifold, adaptive=num_steps is None)
+    y1, _, info = _integrate.integrate(
+        fn,
+        y0,
         t0=t0,
         t1=t1,
-        dt0=dt0,
-        y0=y0,
-        stepsize_controller=controller,
-        saveat=diffrax.SaveAt(t1=True, controller_state=adaptive),
+        solver=slv,
+        num_steps=num_steps,
+        rtol=rtol,
+        atol=atol,
         max_steps=max_steps,
-        throw=False,
+        error_norm="per_example",
+        caller=caller,
     )
-    y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], sol.ys)
-    n = jnp.asarray(sol.stats["num_steps"], jnp.int32)
-    if fsal:
-        first = 1 + (sol.controller_state[2] if adaptive else 0)
-        nfe = n * (stages - 1) + jnp.where(n > 0, first, 0)
-    else:
-        nfe = n * stages
-    info = {"nfe": nfe.astype(jnp.int32), "num_steps": n}
-    if adaptive:
-        info["num_accepted"] = jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32)
-        info["num_rejected"] = jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32)
-    ok = sol.result == diffrax.RESULTS.successful
-    diverged = (sol.controller_state[3] >= _MAX_NONFINITE) if adaptive else False
-    nonfinite = diverged | (ok & ~_all_finite(y1))
-    messages = (
-        f"{caller}: solver {solver!r} produced NaN/inf (the field is non-finite on the path "
-        "or the steps are too large)",
-        f"{caller}: solver {solver!r} reached max_steps={max_steps} before t1; raise max_steps "
-        "or loosen rtol/atol",
-    )
-    y1 = eqx.branched_error_if(y1, ~ok | nonfinite, jnp.where(nonfinite, 0, 1), messages)
     return y1, info
 
 
@@ -220,21 +179,15 @@ def _solve(manifold, v, x0, t0, t1, num_steps, rtol, atol, *, solver, max_steps)
 
 
 def check_options(num_steps, max_steps, caller):
-    if num_steps is not None and (
-        isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1
-    ):
-        raise ValueError(f"{caller}: num_steps must be a positive integer, got {num_steps!r}")
+    check_steps(num_steps, caller)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"{caller}: max_steps must be a positive integer, got {max_steps!r}")
 
 
 def run_args(x, t0, t1, num_steps, rtol, atol, max_steps):
-    """Run-time forms of the options (changing them does not recompile)."""
-    dt = x.dtype
-    t0, t1 = jnp.asarray(t0, dt), jnp.asarray(t1, dt)
-    if num_steps is None:
-        return t0, t1, None, jnp.asarray(rtol, dt), jnp.asarray(atol, dt), max_steps
-    return t0, t1, jnp.asarray(num_steps, jnp.int32), None, None, max(max_steps, int(num_steps))
+    """Run-time forms of the options (changing them does not recompile), as in sample_ode."""
+    num_steps = None if num_steps is None else int(num_steps)
+    return solve_args(x, t0, t1, num_steps, rtol, atol, max_steps)
 
 
 def sample_ode(

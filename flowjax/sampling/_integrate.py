@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optimistix as optx
+from diffrax._solver.base import AbstractWrappedSolver
 
 __all__ = [
     "SOLVERS",
@@ -59,9 +60,16 @@ def get_solver(name: str, *, adaptive: bool) -> diffrax.AbstractSolver:
     return SOLVERS[name]()
 
 
+def _unwrap(solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+    """The solver inside a wrapped one (e.g. the manifold solvers' `Projected`)."""
+    while isinstance(solver, AbstractWrappedSolver):
+        solver = solver.solver
+    return solver
+
+
 def _stages(solver: diffrax.AbstractSolver) -> tuple[int, bool]:
-    """(number of stages, first-same-as-last) of an explicit solver."""
-    tableau = getattr(type(solver), "tableau", None)
+    """(number of stages, first-same-as-last) of an explicit (possibly wrapped) solver."""
+    tableau = getattr(type(_unwrap(solver)), "tableau", None)
     if tableau is None:  # Euler
         return 1, False
     return tableau.num_stages, bool(tableau.fsal)
@@ -231,7 +239,7 @@ def integrate(
     *,
     t0,
     t1,
-    solver: str,
+    solver: str | diffrax.AbstractSolver,
     num_steps,
     rtol,
     atol,
@@ -247,14 +255,18 @@ def integrate(
     array: the step count is a run-time value, so one compiled solve serves every count up
     to `max_steps`) the steps are constant, dt = (t1 - t0) / num_steps, or go to the times
     `ts` (padded past ts[num_steps] = t1, see `GridSteps`); with None a PID controller at
-    (rtol, atol) using `ERROR_NORMS[error_norm]` adapts them.
+    (rtol, atol) using `ERROR_NORMS[error_norm]` adapts them. `solver` is a name of `SOLVERS`
+    or a solver object (explicit, possibly wrapped: the manifold solvers pass `Projected`).
 
     Returns:
       (y(t1), ys at save_ts or None, info) with info["nfe"] the exact number of calls of fn,
       info["num_steps"] and, for adaptive solves, info["num_accepted"], info["num_rejected"].
     """
     adaptive = num_steps is None
-    slv = get_solver(solver, adaptive=adaptive)
+    if isinstance(solver, str):
+        slv = get_solver(solver, adaptive=adaptive)
+    else:
+        slv, solver = solver, type(_unwrap(solver)).__name__.lower()  # the name for messages
     stages, fsal = _stages(slv)
     dtype = jtu.tree_leaves(y0)[0].dtype
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
