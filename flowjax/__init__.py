@@ -21,6 +21,7 @@ _SUBMODULES = (
     "objectives",
     "paths",
     "pretrained",
+    "reward",
     "sampling",
     "sources",
     "studies",

@@ -14,9 +14,9 @@ Isotropic components (S_k = s_k^2 I) with the standard source (mu = 0, Sigma = I
 scalar fast path (v_k = alpha^2 s_k^2 + sigma^2); full covariances or any Gaussian source
 (`fj.sources.Gaussian`, `source=` on every method) use Cholesky factors of C_k.
 
-`tilt` gives the reward-tilted mixture p*(x) ~ p(x) exp(-lambda |x - c|^2 / (2 s^2)) in
-closed form, and `ConditionalGaussianMixture` a mixture whose parameters are functions of a
-context.
+`tilt` gives the reward-tilted mixture p*(x) ~ p(x) exp(-lambda (x - c)^T P (x - c) / (2 s^2))
+in closed form (P = I by default), and `ConditionalGaussianMixture` a mixture whose parameters
+are functions of a context.
 """
 
 from __future__ import annotations
@@ -292,17 +292,27 @@ class GaussianMixture(eqx.Module):
         return lambda x, t: self.velocity(path, x, t, label, source=source)
 
     # ----------------------------------------------------------------- reward tilting
-    def tilt(self, center: ArrayLike, scale: float, strength: float) -> GaussianMixture:
-        """p*(x) ~ p(x) exp(-strength |x - center|^2 / (2 scale^2)), again a mixture.
+    def tilt(
+        self,
+        center: ArrayLike,
+        scale: float,
+        strength: float,
+        *,
+        precision: ArrayLike | None = None,
+    ) -> GaussianMixture:
+        """p*(x) ~ p(x) exp(-strength (x - c)^T P (x - c) / (2 scale^2)), again a mixture.
 
-        The reward factor is (2 pi R)^{D/2} N(x; c, R) with R = scale^2 / strength I, and
-        N(x; m_k, S_k) N(x; c, R) = N(m_k; c, S_k + R) N(x; m~_k, S~_k) with
-        S~_k = (S_k^{-1} + R^{-1})^{-1}, m~_k = S~_k (S_k^{-1} m_k + R^{-1} c) (Bishop 2006,
-        eq. (2.115)-(2.117); Petersen & Pedersen, The Matrix Cookbook, sec. 8.1.8). The
-        weights w~_k ~ w_k N(m_k; c, S_k + R), written stably in lambda = strength as
-        log w_k - 1/2 log det(I + lambda S_k / s^2)
-                - lambda/(2 s^2) (m_k - c)^T (I + lambda S_k / s^2)^{-1} (m_k - c),
-        so strength = 0 gives the base mixture. Isotropic components stay isotropic.
+        P = I (`precision=None`) is the isotropic quadratic reward; any symmetric positive
+        semi-definite (D, D) `precision` P = A^T A gives the general Gaussian-shaped reward
+        r(x) = -|A (x - c)|^2 / 2 (`fj.reward.Quadratic`), p* ~ p exp(strength r) at scale 1.
+        With Q = strength P / scale^2, the factor exp(-(x - c)^T Q (x - c) / 2) times
+        N(x; m_k, S_k) is N(x; m~_k, S~_k) times a constant in x, with
+        S~_k = (S_k^{-1} + Q)^{-1} = (I + S_k Q)^{-1} S_k, m~_k = c + (I + S_k Q)^{-1} (m_k - c)
+        (Bishop 2006, eq. (2.115)-(2.117); Petersen & Pedersen, The Matrix Cookbook,
+        sec. 8.1.8), and weights, written stably (no Q^{-1}, so Q may be singular),
+        log w~_k = log w_k - 1/2 log det(I + S_k Q) - 1/2 (m_k - c)^T Q (I + S_k Q)^{-1} (m_k - c)
+        up to a constant; strength = 0 gives the base mixture. Isotropic components with
+        P = I stay isotropic; otherwise the result has full covariances.
         """
         c = jnp.asarray(center, self.means.dtype)
         if c.shape not in ((), (self.dim,)):
@@ -321,7 +331,7 @@ class GaussianMixture(eqx.Module):
         rho = jnp.asarray(strength, self.means.dtype) / jnp.asarray(scale, self.means.dtype) ** 2
         delta = self.means - c  # (K, D)
         log_w = jnp.log(self.weights)
-        if self.isotropic:
+        if precision is None and self.isotropic:
             var = self.stds**2
             new_var = var / (1.0 + rho * var)  # (1/s_k^2 + rho)^{-1}
             new_means = c + delta / (1.0 + rho * var)[:, None]
@@ -331,14 +341,34 @@ class GaussianMixture(eqx.Module):
                 - 0.5 * rho * jnp.sum(delta**2, -1) / (1.0 + rho * var)
             )
             return GaussianMixture(new_means, jnp.sqrt(new_var), jnp.exp(log_w - log_w.max()))
-        s_k = self.covariances
-        eye = jnp.eye(self.dim, dtype=s_k.dtype)
-        m_mat = eye + rho * s_k  # I + rho S_k, (K, D, D)
-        # S~ = (S^{-1} + rho I)^{-1} = (I + rho S)^{-1} S; m~ = c + (I + rho S)^{-1} (m - c).
+        eye = jnp.eye(self.dim, dtype=self.means.dtype)
+        if precision is None:
+            p_mat = eye
+        else:
+            p_mat = jnp.asarray(precision, self.means.dtype)
+            if p_mat.shape != (self.dim, self.dim):
+                raise ValueError(
+                    f"GaussianMixture.tilt: precision must have shape ({self.dim}, {self.dim}), "
+                    f"got {p_mat.shape}"
+                )
+            p_np = _concrete(p_mat)
+            if p_np is not None and (
+                not np.allclose(p_np, p_np.T) or np.linalg.eigvalsh(p_np).min() < -1e-8
+            ):
+                raise ValueError(
+                    "GaussianMixture.tilt: precision must be symmetric positive semi-definite"
+                )
+        q = rho * p_mat
+        s_k = self.component_covariances()
+        m_mat = eye + s_k @ q  # I + S_k Q, (K, D, D)
         new_cov = jnp.linalg.solve(m_mat, s_k)
         new_cov = 0.5 * (new_cov + jnp.swapaxes(new_cov, 1, 2))
-        shift = jnp.linalg.solve(m_mat, delta[..., None])[..., 0]
-        log_w = log_w - 0.5 * jnp.linalg.slogdet(m_mat)[1] - 0.5 * rho * jnp.sum(delta * shift, -1)
+        shift = jnp.linalg.solve(m_mat, delta[..., None])[..., 0]  # (I + S_k Q)^{-1} (m_k - c)
+        log_w = (
+            log_w
+            - 0.5 * jnp.linalg.slogdet(m_mat)[1]
+            - 0.5 * jnp.einsum("ki,ij,kj->k", delta, q, shift)
+        )
         return GaussianMixture(c + shift, weights=jnp.exp(log_w - log_w.max()), covariances=new_cov)
 
     # ----------------------------------------------------------------- exact transport

@@ -81,6 +81,10 @@ OBJECTIVES: dict[str, str] = {
     "discrete_gkl": "flowjax.discrete.generalized_kl:GeneralizedKL",
     "mdlm": "flowjax.discrete.mdlm:MDLM",
     "discrete_flowmap": "flowjax.discrete.flowmap:FlowMapDistillation",
+    # Reward fine-tuning (flowjax/reward/): towards p* ~ p exp(lambda r).
+    "adjoint_matching": "flowjax.reward.adjoint_matching:AdjointMatching",
+    "reward_weighted": "flowjax.reward.weighted:RewardWeighted",
+    "draft": "flowjax.reward.draft:DRaFT",
     "onehot_flow_matching": "flowjax.discrete.onehot:OneHotFlowMatching",
 }
 
