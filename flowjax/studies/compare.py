@@ -1,9 +1,22 @@
-"""The head-to-head study: does flow matching train faster than diffusion?
+"""The head-to-head study: does flow matching train faster than diffusion, to *good* quality?
 
 Arms (objectives) are trained with an identical network, optimizer, batch, steps, seeds and
-data, evaluated at log-spaced steps; the study measures steps and seconds to a quality
-threshold, sweeps samplers over the number of function evaluations, and writes `report.md`,
-`results.json` (the shared studies schema) and plots.
+data, and evaluated at log-spaced steps. Every arm x seed of a dataset trains in ONE compiled
+program (`studies.ArmTrainer`: one dispatch per K steps; all arms of a seed start from the same
+parameters and read the same batches, a paired design), and every evaluation samples all
+seeds of an arm in one vmapped call from the same per-seed noise.
+
+Quality is measured against the data's own floor: the primary metric of two independent data
+samples of the evaluation size (`data_floor`: a fresh training-split sample scored by the same
+evaluator against the same held-out reference, repeated). Quality *levels* are multiples of
+that floor (`config.levels.factors`, coarse to fine, e.g. 8x ... 1.25x). Per arm and seed the
+study records the steps to each level (`studies.steps_to_threshold`, interpolated in
+log(step); censored when not reached), the seconds and FLOPs to it (steps x the arm's own
+seconds and XLA FLOPs per step, `ArmTrainer.cost`), and per level the speed-up over the
+baseline (ddpm) with a 95% interval over seeds (`level_speedup`, censored seeds handled
+conservatively). A sampler sweep (DDIM, DPM-Solver++, UniPC, Euler/Heun on EDM / log-SNR grids,
+at exact NFE, each arm on its own path and prediction kind) gives each arm's best sampler per
+NFE. `report.md` opens with a verdict table computed from these numbers (`headline`).
 
 A *variant* (`config.variants`) names an objective recipe: the objective fields of
 `configs/default.py` plus `precond` ("none" or "edm") and `sigma_data`. An *arm* is a variant
@@ -12,20 +25,11 @@ resolved for one dataset: `config.base` with that objective, a full config that
 `config.ablation.base` and adds one arm per entry of `config.ablation.factors`, each changing
 exactly one of path, target, weighting, time distribution (flow matching with the independent
 coupling *is* the diffusion objective with target "velocity" and uniform weighting).
-
-For each dataset, seed and arm a fresh state from the seed is trained through the library's
-train step (`fj.train.make_train_step`), K steps per dispatch. All arms of a seed start from
-the same parameters and see the same batches and evaluation noise (a paired design). The arm
-is a run-time integer: `jax.lax.switch` picks its loss inside the one compiled train step and
-its velocity (`fj.sampling.as_velocity` on its own path) inside the one sampled field, so no
-arm pays for another's objective and nothing compiles per arm. Training seconds count the
-train-step dispatches only (each waited for), not data, evaluation or compilation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -45,14 +49,17 @@ from flowjax.paths import AffinePath
 __all__ = [
     "FACTORS",
     "STAGES",
-    "ArmField",
+    "ArmModel",
+    "ArmVelocity",
+    "Draw",
     "ResolvedArm",
-    "SwitchPath",
-    "Trainer",
     "analyse_dataset",
     "arm_variants",
+    "data_floor",
     "estimate_sigma_data",
     "findings",
+    "headline",
+    "level_speedup",
     "render",
     "resolve_arms",
     "run",
@@ -68,16 +75,21 @@ _EDM_P_MEAN = -1.2  # Karras et al. 2022, table 1
 
 # Metrics (fj.metrics vocabulary) measured at every evaluation ("curve"), once more at the end
 # ("final"), and for each sampler setting ("sweep"): by dataset, then by kind of data. The
-# first curve metric is the primary one (the threshold's), the first sweep one the sweep's.
+# first curve metric is the primary one: its data-vs-data floor defines the quality levels,
+# so it must be a two-sample (or sample-vs-exact-density) metric with a positive floor. The
+# likelihood KL of the mixture (`kl`, exact log p, ODE log q) is 0 for a perfect model whatever
+# the sample, so it has no floor to measure levels against: it is a final metric there, and
+# the mixture's levels use the histogram KL against its exact density (config.metrics.by_dataset
+# gives the grid).
 STAGES = {
     "checkerboard": {"curve": ("hist_kl", "energy"), "final": ("w2",), "sweep": ("hist_kl",)},
     "gmm": {
-        "curve": ("kl", "sample_nll", "energy"),
-        "final": ("nll", "w2", "mmd"),
-        "sweep": ("energy", "sample_nll"),
+        "curve": ("hist_kl", "sample_nll", "energy"),
+        "final": ("kl", "nll", "w2"),
+        "sweep": ("hist_kl",),
     },
     "digits": {"curve": ("digits_fd",), "final": (), "sweep": ("digits_fd",)},
-    "points": {"curve": ("w2", "energy"), "final": ("mmd",), "sweep": ("energy",)},
+    "points": {"curve": ("w2", "energy"), "final": ("mmd",), "sweep": ("w2",)},
     "images": {"curve": ("fid",), "final": (), "sweep": ("fid",)},
 }
 
@@ -238,14 +250,17 @@ def resolve_arms(config, dataset: str, num_devices: int = 1) -> list[ResolvedArm
 
 
 class ArmModel(eqx.Module):
-    """How one arm's network output becomes a velocity: its apply function (or EDMPrecond
-    around it; sigma_data a NumPy scalar, so a run-time value), path, prediction kind, and
-    the clamp of t to [t_eps, 1 - t_eps]."""
+    """One arm's network as its native prediction and as a velocity: its apply function (or
+    EDMPrecond around it; sigma_data a NumPy scalar, so a run-time value), path, prediction
+    kind, and the clamp of t to [t_eps, 1 - t_eps] used when it is turned into a velocity."""
 
     model: Callable
     path: AffinePath
     kind: str = eqx.field(static=True)
     t_eps: float = eqx.field(static=True)
+
+    def predict(self, params, x, t, y=None):
+        return self.model(params, x, t, y=y)
 
     def velocity(self, params, x, t, y=None):
         from flowjax.sampling import as_velocity
@@ -254,333 +269,195 @@ class ArmModel(eqx.Module):
         return as_velocity(fn, self.kind, self.path, t_eps=self.t_eps)(x, t)
 
 
-class ArmField(eqx.Module):
-    """The velocity field v(x, t) of arm `index` with parameters `params` (and labels `y`)."""
+class ArmVelocity(eqx.Module):
+    """v(x, t) of one arm and one seed's parameters (a pytree: compiled solves are reused)."""
 
-    arms: tuple[ArmModel, ...]
+    arm: ArmModel
     params: Any
-    index: jax.Array
     y: jax.Array | None = None
 
     def __call__(self, x, t):
-        branches = [
-            functools.partial(lambda arm, p, x_, t_: arm.velocity(p, x_, t_, self.y), arm)
-            for arm in self.arms
-        ]
-        return jax.lax.switch(self.index, branches, self.params, x, t)
+        return self.arm.velocity(self.params, x, t, self.y)
 
 
-class SwitchPath(AffinePath):
-    """The path of arm `index` among `paths`, as one AffinePath (for `fj.sampling.sample_sde`)."""
+class Draw(eqx.Module):
+    """How samples are drawn from an arm: every field static, so one compiled program each.
 
-    paths: tuple[AffinePath, ...]
-    index: jax.Array
+    `how` is "ode" (`fj.sampling.sample_ode` of the arm's velocity: solver, num_steps or
+    adaptive at rtol = atol = tol), "spec" (`fj.sampling.sample_with`, "solver@grid" at exactly
+    nfe evaluations of the arm's NATIVE prediction on its own path: DDIM / DPM-Solver++ get
+    the eps or data prediction, not a velocity converted from it) or "sde"
+    (`fj.sampling.sample_sde` on the arm's path, num_steps, noise, from t0).
+    """
 
-    def _pick(self, method: str, t):
-        return jax.lax.switch(self.index, [getattr(p, method) for p in self.paths], t)
+    how: str = eqx.field(static=True)
+    solver: str = eqx.field(static=True, default="heun")
+    num_steps: int | None = eqx.field(static=True, default=None)
+    tol: float = eqx.field(static=True, default=1e-5)
+    nfe: int = eqx.field(static=True, default=0)
+    grid_kwargs: tuple = eqx.field(static=True, default=())
+    noise: float = eqx.field(static=True, default=1.0)
+    t0: float = eqx.field(static=True, default=1e-3)
+    t_eps: float = eqx.field(static=True, default=0.0)
 
-    def alpha(self, t):
-        return self._pick("alpha", t)
+    def __call__(self, arm: ArmModel, params, x0, y, key):
+        from flowjax import sampling
 
-    def sigma(self, t):
-        return self._pick("sigma", t)
-
-    def d_alpha(self, t):
-        return self._pick("d_alpha", t)
-
-    def d_sigma(self, t):
-        return self._pick("d_sigma", t)
-
-    def log_snr(self, t):
-        return self._pick("log_snr", t)
-
-    def t_from_log_snr(self, lam):
-        return self._pick("t_from_log_snr", lam)
-
-
-ARM_KEY = "arm"  # batch entry carrying the arm index (one copy per example)
-
-
-def _scalars(value, aux):
-    # Every branch of lax.switch must return the same structure; keep what all objectives share.
-    return value, {"loss": value, "t_mean": aux["t_mean"]}
-
-
-class Trainer:
-    """The one switched train step, state initialiser and per-arm velocities of one dataset."""
-
-    def __init__(self, arms: Sequence[ResolvedArm], spec, *, t_eps: float):
-        from flowjax import objectives
-        from flowjax.train import make_mesh, make_optimizer, make_train_step, state_shardings
-        from flowjax.train.experiment import DTYPE_MAP, build_objective, prediction_kind
-        from flowjax.train.state import init_state
-
-        base = arms[0].config
-        self.spec, self.arms = spec, list(arms)
-        m = base.model
-        net = studies.build_network(
-            m.name,
-            m.variant,
-            spec.shape,
-            num_classes=spec.num_classes,
-            dtype=DTYPE_MAP[m.dtype],
-            **m.overrides.to_dict(),
-        )
-        losses, models = [], []
-        for arm in arms:
-            objective = build_objective(arm.config, spec)
-            path = objective.path
-            model = net.apply_fn
-            if arm.precond == "edm":
-                sd = np.float64(arm.sigma_data)
-                model = objectives.EDMPrecond(net.apply_fn, path, sigma_data=sd)
-            losses.append(functools.partial(objective, model=model))
-            models.append(ArmModel(model, path, prediction_kind(arm.config), float(t_eps)))
-        self.kinds = [a.kind for a in models]
-        self.models = tuple(models)
-        self.mesh = make_mesh(base.mesh.data, base.mesh.fsdp)
-        self.optimizer, self.schedule = make_optimizer(base.optim, base.train.num_steps)
-        num_ema = len(base.ema.decays)
-
-        def switched(params, key, batch):
-            inner = {k: v for k, v in batch.items() if k != ARM_KEY}
-            branches = [functools.partial(lambda f, *a: _scalars(*f(*a)), f) for f in losses]
-            return jax.lax.switch(batch[ARM_KEY][0], branches, params, key, inner)
-
-        init = lambda seed: init_state(net.init_params, self.optimizer, seed, num_ema)  # noqa: E731
-        abstract = jax.eval_shape(init, 0)
-        sharding = state_shardings(abstract, self.mesh, min_size=base.mesh.fsdp_min_size)
-        self.step = make_train_step(
-            switched,
-            self.optimizer,
-            self.schedule,
-            mesh=self.mesh,
-            state_sharding=sharding,
-            ema_decays=base.ema.decays,
-            ema_warmup=base.ema.warmup,
-            on_nonfinite=base.train.on_nonfinite,
-            accum_steps=base.optim.accum_steps,
-        )
-        self._init = jax.jit(init, out_shardings=sharding)
-        self.batch_keys = ("x1", "label") if spec.num_classes is not None else ("x1",)
-
-    def init(self, seed: int):
-        """A fresh train state for `seed` (the same for every arm: paired comparison)."""
-        return self._init(jnp.asarray(seed, jnp.int32))
-
-    def device_batches(self, stacked: dict, arm_index: int) -> dict:
-        """K stacked host batches (K, B, ...) plus the arm index, as global device arrays."""
-        from flowjax.train import make_global_batch
-
-        batch = {k: stacked[k] for k in self.batch_keys}
-        k, b = batch["x1"].shape[:2]
-        batch[ARM_KEY] = np.full((k, b), arm_index, np.int32)
-        return make_global_batch(batch, self.mesh, stacked=True)
-
-    def field(self, params, arm_index: int, y=None) -> ArmField:
-        return ArmField(self.models, params, jnp.asarray(arm_index, jnp.int32), y)
-
-    def path(self, arm_index: int) -> SwitchPath:
-        paths = tuple(m.path for m in self.models)
-        return SwitchPath(paths, jnp.asarray(arm_index, jnp.int32))
+        v = ArmVelocity(arm, params, y)
+        if self.how == "ode":
+            x, info = sampling.sample_ode(
+                v, x0, solver=self.solver, num_steps=self.num_steps, rtol=self.tol, atol=self.tol
+            )
+        elif self.how == "spec":
+            x, info = sampling.sample_with(
+                self.solver,
+                lambda x_, t_: arm.predict(params, x_, t_, y),
+                x0,
+                kind=arm.kind,
+                path=arm.path,
+                nfe=self.nfe,
+                t_eps=self.t_eps,
+                grid_kwargs=dict(self.grid_kwargs),
+            )
+        else:
+            x, info = sampling.sample_sde(
+                v,
+                x0,
+                path=arm.path,
+                key=key,
+                num_steps=self.num_steps,
+                noise=self.noise,
+                t0=self.t0,
+            )
+        return x, jnp.asarray(info["nfe"], jnp.float32)
 
 
-# ------------------------------------------------------------------------------ sampling
+@eqx.filter_jit
+def _draw_seeds(draw: Draw, arm: ArmModel, params, x0, y, keys):
+    """Samples of every seed at once: params, x0, y and keys with a leading seed axis."""
+    return jax.vmap(lambda p, x, y_, k: draw(arm, p, x, y_, k))(params, x0, y, keys)
 
 
-def _sample(field_fn, x0, *, batch_size: int, draw: Callable) -> tuple[np.ndarray, float, str]:
-    """Samples in batches of `batch_size`; (samples, mean NFE, error message or "")."""
+def _grid_kwargs(sweep, grid: str) -> tuple:
+    gk = sweep.get("grid_kwargs", None) or {}
+    gk = dict(gk.to_dict() if hasattr(gk, "to_dict") else gk)
+    # The EDM / log-SNR grids get the sigma range of config.sweep.grid_kwargs; the uniform
+    # grid takes none.
+    return tuple(sorted(gk.items())) if grid in ("edm", "logsnr") else ()
+
+
+def spec_draw(name: str, nfe: int, *, t_eps: float, sweep=None) -> Draw:
+    """The `Draw` of a "solver@grid" sampler at exactly `nfe` evaluations."""
+    from flowjax.sampling import parse_sampler
+
+    s = parse_sampler(name)  # ValueError naming the valid solvers and grids
+    s.num_steps(int(nfe))  # ValueError if no step count spends exactly nfe
+    gk = _grid_kwargs(sweep, s.grid) if sweep is not None else ()
+    return Draw("spec", solver=s.name, nfe=int(nfe), grid_kwargs=gk, t_eps=float(t_eps))
+
+
+def _sample(draw: Draw, arm: ArmModel, params, x0, y, key, batch_size: int):
+    """Samples (S, n, *D) of every seed in batches of `batch_size` per seed; (samples, mean
+    NFE, error message or "")."""
     xs, nfes = [], []
+    num_seeds, n = x0.shape[:2]
     try:
-        for i in range(0, x0.shape[0], batch_size):
-            x, nfe = draw(field_fn(i, i + batch_size), x0[i : i + batch_size], i)
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            keys = jnp.stack(
+                [jax.random.fold_in(jax.random.fold_in(key, s), lo) for s in range(num_seeds)]
+            )
+            yy = None if y is None else y[:, lo:hi]
+            x, nfe = _draw_seeds(draw, arm, params, x0[:, lo:hi], yy, keys)
             xs.append(np.asarray(x))
-            nfes.append(float(nfe))
+            nfes.append(np.asarray(nfe))
     except RuntimeError as e:  # a solve that failed at run time (max_steps, NaN)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return np.full(x0.shape, np.nan, np.float32), math.nan, msg[:300]
-    return np.concatenate(xs), float(np.mean(nfes)), ""
+    return np.concatenate(xs, axis=1), float(np.mean(np.stack(nfes))), ""
 
 
-def _ode_draw(solver: str, num_steps: int | None, rtol: float, atol: float):
-    from flowjax.sampling import sample_ode
-
-    def draw(v, x0, offset):
-        x, info = sample_ode(v, x0, solver=solver, num_steps=num_steps, rtol=rtol, atol=atol)
-        return x, info["nfe"]
-
-    return draw
-
-
-def _sde_draw(path, key, num_steps: int, noise: float, t0: float):
-    from flowjax.sampling import sample_sde
-
-    def draw(v, x0, offset):
-        k = jax.random.fold_in(key, offset)
-        x, info = sample_sde(v, x0, path=path, key=k, num_steps=num_steps, noise=noise, t0=t0)
-        return x, info["nfe"]
-
-    return draw
-
-
-def _sweep_settings(sweep) -> list[tuple[str, float, dict]]:
-    """(sampler, setting value, kwargs) of every point of the sweep."""
-    out = [("euler", int(n), dict(solver="euler", num_steps=int(n))) for n in sweep.euler_nfe]
+def _sweep_settings(sweep, t_eps: float) -> list[tuple[str, float, Draw]]:
+    """(sampler, setting value, Draw) of every point of the sweep."""
+    out = [
+        ("euler", int(n), Draw("ode", solver="euler", num_steps=int(n))) for n in sweep.euler_nfe
+    ]
     for nfe in sweep.heun_nfe:
         if int(nfe) % 2 or int(nfe) < 2:
             raise ValueError(
                 f"config.sweep.heun_nfe: Heun takes 2 evaluations per step, so NFE must be even "
                 f"and >= 2, got {nfe}"
             )
-        out.append(("heun", int(nfe), dict(solver="heun", num_steps=int(nfe) // 2)))
+        out.append(("heun", int(nfe), Draw("ode", solver="heun", num_steps=int(nfe) // 2)))
     out += [
-        ("dopri5", float(t), dict(solver="dopri5", num_steps=None, tol=float(t)))
-        for t in sweep.dopri5_tol
+        ("dopri5", float(t), Draw("ode", solver="dopri5", tol=float(t))) for t in sweep.dopri5_tol
     ]
-    out += [("sde", int(n), dict(num_steps=int(n))) for n in sweep.sde_nfe]
-    out += _spec_settings(sweep)
-    return out
-
-
-def _spec_settings(sweep) -> list[tuple[str, float, dict]]:
-    """Points of the `fj.sampling` spec sweep ("solver@grid" at an exact NFE; issue 12)."""
-    from flowjax.sampling import parse_sampler
-
+    out += [
+        (
+            "sde",
+            int(n),
+            Draw("sde", num_steps=int(n), noise=float(sweep.sde_noise), t0=float(sweep.sde_t0)),
+        )
+        for n in sweep.sde_nfe
+    ]
     specs, nfes = tuple(sweep.get("specs", ())), tuple(sweep.get("spec_nfe", ()))
     if specs and not nfes:
         raise ValueError("config.sweep.spec_nfe: need at least one NFE when sweep.specs is set")
-    out = []
     for name in specs:
-        s = parse_sampler(name)  # ValueError naming the valid solvers and grids
         for nfe in nfes:
-            s.num_steps(int(nfe))  # ValueError if no step count spends exactly nfe
-            out.append((s.name, int(nfe), dict(spec=s, nfe=int(nfe))))
+            d = spec_draw(name, int(nfe), t_eps=t_eps, sweep=sweep)
+            out.append((d.solver, int(nfe), d))
     return out
 
 
-def _spec_draw(spec, path, nfe: int, t_eps: float, grid_kwargs: dict):
-    from flowjax.sampling import sample_with
-
-    def draw(v, x0, offset):
-        kw = dict(kind="velocity", path=path, nfe=nfe, t_eps=t_eps, grid_kwargs=grid_kwargs)
-        x, info = sample_with(spec, v, x0, **kw)
-        return x, info["nfe"]
-
-    return draw
+def _eval_draw(config, arm_name: str) -> Draw:
+    """The sampler of the training curves: config.eval.sampler (per arm: eval.arm_samplers)."""
+    ev = config.eval
+    name = str(ev.get("arm_samplers", {}).get(arm_name, "") or ev.sampler)
+    return spec_draw(name, int(ev.nfe), t_eps=float(ev.t_eps), sweep=config.sweep)
 
 
-def _field_slice(trainer, params, a, y, lo, hi):
-    return trainer.field(params, a, None if y is None else y[lo:hi])
+def _noise(spec, n: int, seeds: Sequence[int], eval_seed: int, salt: int):
+    """Evaluation noise x0 (S, n, *D) (and labels (S, n)): one draw per seed, shared by arms."""
+    xs, ys = [], []
+    for seed in seeds:
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(eval_seed), seed), salt)
+        k_x, k_y = jax.random.split(key)
+        xs.append(jax.random.normal(k_x, (n, *spec.shape), jnp.float32))
+        if spec.num_classes is not None:
+            ys.append(jax.random.randint(k_y, (n,), 0, spec.num_classes))
+    return jnp.stack(xs), (jnp.stack(ys) if ys else None)
 
 
-def _noise(spec, n: int, seed: int, eval_seed: int, salt: int):
-    """Evaluation noise x0 (and labels) of one seed: the same for every arm."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(eval_seed), seed), salt)
-    k_x, k_y = jax.random.split(key)
-    x0 = jax.random.normal(k_x, (n, *spec.shape), jnp.float32)
-    y = None if spec.num_classes is None else jax.random.randint(k_y, (n,), 0, spec.num_classes)
-    return x0, y
+def data_floor(
+    evaluator, dataset: str, metric: str, n: int, reps: int, seed: int, **data_kwargs
+) -> list[float]:
+    """The metric's data-vs-data floor: `reps` fresh data samples of size `n` (training split,
+    seeds seed, seed + 1, ...) scored by `evaluator` as if they were model samples.
+
+    The evaluator compares them with its own held-out reference (or exact density), so each
+    value is the metric of two independent samples of the data: what a perfect model would
+    score at this evaluation size.
+    """
+    from flowjax import data
+
+    out = []
+    for r in range(int(reps)):
+        x = data.reference_samples(dataset, int(n), int(seed) + r, "train", **data_kwargs)
+        out.append(float(evaluator(np.asarray(x), metrics=(metric,))[metric]))
+    return out
 
 
 # ------------------------------------------------------------------------------ training
 
 
-def _train_arm(trainer, a, seed, batches, evals, evaluator, stages, x0, y, cfg, log):
-    """Trains arm `a` for one seed; (record, final samples)."""
-    ev = cfg.eval
-    k = trainer.arms[0].config.train.steps_per_dispatch
-    state = trainer.init(seed)
-    curve: dict[str, list] = {"step": [], "seconds": [], "loss": [], "nfe": []}
-    curve.update({m: [] for m in stages["curve"]})
-    step, seconds, pending, errors, final = 0, 0.0, [], [], {}
-    evals_left = list(evals)
-    draw = _ode_draw(ev.solver, int(ev.num_steps) or None, float(ev.rtol), float(ev.atol))
-    for stacked in batches:
-        batch = trainer.device_batches({key: v[0] for key, v in stacked.items()}, a)
-        t0 = time.perf_counter()
-        state, metrics = trainer.step(state, batch)
-        jax.block_until_ready(state)
-        seconds += time.perf_counter() - t0
-        pending.append(metrics["loss"])
-        step += k
-        if step < evals_left[0]:
-            continue
-        evals_left.pop(0)
-        t_eval = time.perf_counter()
-        params = state.params if ev.ema_index < 0 else state.ema[ev.ema_index]
-        field_fn = functools.partial(_field_slice, trainer, params, a, y)
-        samples, nfe, err = _sample(field_fn, x0, batch_size=int(ev.batch_size), draw=draw)
-        if err:
-            errors.append(f"step {step}: {err}")
-        last = not evals_left
-        names = stages["curve"] + (stages["final"] if last else ())
-        scores = evaluator(samples, field=trainer.field(params, a, y), metrics=names)
-        curve["step"].append(step)
-        curve["seconds"].append(seconds)
-        curve["loss"].append(float(np.mean(np.concatenate([np.ravel(m) for m in pending]))))
-        curve["nfe"].append(nfe)
-        for m in stages["curve"]:
-            curve[m].append(scores[m])
-        pending = []
-        log(
-            f"  step {step:>6}  train {seconds:7.2f}s  loss {curve['loss'][-1]:.4g}  "
-            + "  ".join(f"{n} {scores[n]:.4g}" for n in stages["curve"])
-            + f"  (eval {time.perf_counter() - t_eval:.1f}s)"
-        )
-        if last:
-            final = scores
-            break
-    record = {
-        "curve": curve,
-        "final": final,
-        "train_seconds": seconds,
-        "seconds_per_step": seconds / max(step, 1),
-        "num_steps": step,
-        "num_skipped": int(jax.device_get(state.num_skipped)),
-        "nonfinite_step": int(jax.device_get(state.nonfinite_step)),
-        "errors": errors,
-    }
-    return record, params, samples
-
-
-def _sweep_arm(trainer, a, params, seed, evaluator, stages, cfg, settings) -> list[dict]:
-    sw, ev = cfg.sweep, cfg.eval
-    x0, y = _noise(trainer.spec, int(sw.num_samples), seed, int(ev.seed), salt=1)
-    sde_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(ev.seed)), seed), 2)
-    out = []
-    for sampler, value, kw in settings:
-        if sampler == "sde":
-            draw = _sde_draw(
-                trainer.path(a), sde_key, kw["num_steps"], float(sw.sde_noise), float(sw.sde_t0)
-            )
-        elif "spec" in kw:
-            gk = sw.get("grid_kwargs", None) or {}
-            grid_kwargs = dict(gk.to_dict() if hasattr(gk, "to_dict") else gk)
-            # The EDM / log-SNR grids get the sigma range of config.sweep.grid_kwargs; the
-            # uniform grid takes none.
-            grid_kwargs = grid_kwargs if kw["spec"].grid in ("edm", "logsnr") else {}
-            draw = _spec_draw(
-                kw["spec"], trainer.path(a), kw["nfe"], float(sw.get("t_eps", 0.0)), grid_kwargs
-            )
-        else:
-            draw = _ode_draw(
-                kw["solver"], kw["num_steps"], kw.get("tol", 1e-5), kw.get("tol", 1e-5)
-            )
-        field_fn = functools.partial(_field_slice, trainer, params, a, y)
-        samples, nfe, err = _sample(field_fn, x0, batch_size=int(ev.batch_size), draw=draw)
-        scores = evaluator(samples, metrics=stages["sweep"])
-        out.append({"sampler": sampler, "setting": value, "nfe": nfe, "error": err, **scores})
-    return out
-
-
 def _check(config) -> None:
-    studies.check_positive(config, "num_seeds")
+    studies.check_positive(config, "num_seeds", "levels.floor_reps")
     studies.names(config.datasets, "datasets")
-    th = config.threshold
-    if not th.factor > 0 or th.value < 0:
+    factors = [float(f) for f in config.levels.factors]
+    if not factors or any(not f >= 1 for f in factors) or factors != sorted(factors, reverse=True):
         raise ValueError(
-            f"config.threshold: need factor > 0 and value >= 0, got factor={th.factor}, "
-            f"value={th.value}"
+            f"config.levels.factors: multiples (>= 1) of the floor, coarse to fine, got {factors}"
         )
 
 
@@ -604,8 +481,76 @@ def run(config, workdir: str, *, log: Callable[[str], Any] = print, command: str
     for dataset in studies.names(config.datasets, "datasets"):
         ds, shown[dataset] = _run_dataset(config, dataset, seeds, log)
         ds["findings"] = findings(ds)
+        ds["headline"] = headline(ds, str(config.get("headline", "")))
         record.add(dataset, ds, verdicts=_verdicts(ds), num_seeds=len(seeds))
     return record.finish(workdir, render, lambda r, d: _plots(r, shown, d))
+
+
+def _evaluator(config, dataset, spec, names, base):
+    from flowjax import data, metrics
+
+    mc = config.metrics
+    extra = mc.get("by_dataset", {}).get(dataset, {})
+    extra = dict(extra.to_dict() if hasattr(extra, "to_dict") else extra)
+    bounds = extra.pop("hist_range", None)
+    get = lambda k: extra.get(k, mc[k])  # noqa: E731
+    options = metrics.EvalOptions(
+        hist_bins=int(get("hist_bins")),
+        energy_samples=int(get("energy_samples")),
+        w2_samples=int(get("w2_samples")),
+        likelihood_samples=int(get("likelihood_samples")),
+        likelihood_tol=float(get("likelihood_tol")),
+        likelihood_t_eps=float(get("likelihood_t_eps")),
+        inception_path=str(mc.inception_path),
+    )
+    kwargs = base.data.kwargs.to_dict()
+    ref = data.reference_samples(
+        dataset,
+        _num_reference(dataset, int(mc.num_reference), base, kwargs),
+        int(config.eval.seed),
+        "test",
+        data_dir=base.data.data_dir or None,
+        **kwargs,
+    )
+    if bounds is not None and spec.bounds is None:
+        # A histogram grid for a dataset with an exact density but no box of its own.
+        spec = dataclasses.replace(spec, bounds=tuple(float(b) for b in bounds))
+    return metrics.Evaluator(spec, names, reference=ref, options=options, source_kwargs=kwargs)
+
+
+def _num_reference(dataset, n, base, kwargs):
+    from flowjax import data
+
+    source = data.open_source(
+        dataset, split="test", seed=0, data_dir=base.data.data_dir or None, **kwargs
+    )
+    return min(n, len(source)) if hasattr(source, "__len__") else n
+
+
+def _build_arms(arms, spec, t_eps):
+    """(network, [(objective, model)] for ArmTrainer, [ArmModel]) of resolved arms."""
+    from flowjax import objectives
+    from flowjax.train.experiment import DTYPE_MAP, build_objective, prediction_kind
+
+    m = arms[0].config.model
+    net = studies.build_network(
+        m.name,
+        m.variant,
+        spec.shape,
+        num_classes=spec.num_classes,
+        dtype=DTYPE_MAP[m.dtype],
+        **m.overrides.to_dict(),
+    )
+    pairs, models = [], []
+    for arm in arms:
+        objective = build_objective(arm.config, spec)
+        model = net.apply_fn
+        if arm.precond == "edm":
+            sd = np.float64(arm.sigma_data)
+            model = objectives.EDMPrecond(net.apply_fn, objective.path, sigma_data=sd)
+        pairs.append((objective, model))
+        models.append(ArmModel(model, objective.path, prediction_kind(arm.config), float(t_eps)))
+    return net, pairs, models
 
 
 def _run_dataset(config, dataset, seeds, log):
@@ -616,103 +561,211 @@ def _run_dataset(config, dataset, seeds, log):
     base = arms[0].config
     k, n = int(base.train.steps_per_dispatch), int(base.train.num_steps)
     evals = studies.eval_steps(k, n, int(config.eval.num_evals))
-    log(
-        f"[{dataset}] arms: {', '.join(a.name for a in arms)}; seeds {seeds}; {n} steps; "
-        f"evaluations at {evals}"
-    )
     stages = STAGES.get(dataset, STAGES.get(spec.kind))
-    mc = config.metrics
-    evaluator = metrics.make_evaluator(
-        dataset,
-        stages["curve"] + stages["final"],
-        num_reference=int(mc.num_reference),
-        seed=int(config.eval.seed),
-        options=metrics.EvalOptions(
-            hist_bins=int(mc.hist_bins),
-            energy_samples=int(mc.energy_samples),
-            w2_samples=int(mc.w2_samples),
-            likelihood_samples=int(mc.likelihood_samples),
-            likelihood_tol=float(mc.likelihood_tol),
-            likelihood_t_eps=float(mc.likelihood_t_eps),
-            inception_path=str(mc.inception_path),
-        ),
-        data_dir=base.data.data_dir or None,
-        **base.data.kwargs.to_dict(),
+    primary = stages["curve"][0]
+    names = list(dict.fromkeys(stages["curve"] + stages["final"]))
+    evaluator = _evaluator(config, dataset, spec, names, base)
+    data_kwargs = dict(data_dir=base.data.data_dir or None, **base.data.kwargs.to_dict())
+    num_eval = int(config.eval.num_samples)
+    lv = config.levels
+    t0 = time.perf_counter()
+    floor = data_floor(
+        evaluator, dataset, primary, num_eval, int(lv.floor_reps), int(lv.floor_seed), **data_kwargs
+    )
+    sweep_floor = []
+    if config.sweep.enabled and int(config.sweep.num_samples) != num_eval:
+        sweep_floor = data_floor(
+            evaluator,
+            dataset,
+            stages["sweep"][0],
+            int(config.sweep.num_samples),
+            int(lv.floor_reps),
+            int(lv.floor_seed),
+            **data_kwargs,
+        )
+    st = studies.mean_ci(floor)
+    log(
+        f"[{dataset}] floor of {primary} at {num_eval} samples: {st['mean']:.4g} "
+        f"[{st['ci_low']:.4g}, {st['ci_high']:.4g}] ({len(floor)} pairs of data samples, "
+        f"{time.perf_counter() - t0:.1f}s)"
     )
     info = {}
     if "kl" in evaluator.metrics:
         info["data_entropy"] = float(-np.mean(evaluator.log_density(evaluator.reference)))
-    trainer = Trainer(arms, spec, t_eps=float(config.eval.t_eps))
-    records = {a.name: {} for a in arms}
-    final_params, shown, compile_seconds = {}, {}, None
-    for seed in seeds:
-        batches = studies.BatchStream(
-            dataset,
-            [seed],
-            base.data.batch_size,
-            n,
-            k,
-            keys=trainer.batch_keys,
-            cache_mb=float(config.data_cache_mb),
-            data_dir=base.data.data_dir or None,
-            **base.data.kwargs.to_dict(),
-        )
-        if compile_seconds is None:
-            t0 = time.perf_counter()
-            first = next(iter(batches))
-            warm, _ = trainer.step(
-                trainer.init(seed),
-                trainer.device_batches({key: v[0] for key, v in first.items()}, 0),
-            )
-            jax.block_until_ready(warm)
-            compile_seconds = time.perf_counter() - t0
-            log(f"[{dataset}] train step compiled and run once in {compile_seconds:.1f}s")
-        x0, y = _noise(spec, int(config.eval.num_samples), seed, int(config.eval.seed), salt=0)
-        for a, arm in enumerate(arms):
-            log(f"[{dataset}] seed {seed} arm {arm.name}")
-            rec, params, samples = _train_arm(
-                trainer, a, seed, batches, evals, evaluator, stages, x0, y, config, log
-            )
-            records[arm.name][str(seed)] = rec
-            final_params[(arm.name, seed)] = params
-            if seed == seeds[0]:
-                shown[arm.name] = samples
-    settings = _sweep_settings(config.sweep) if config.sweep.enabled else []
-    sweeps = {a.name: {} for a in arms}
-    if settings:
+
+    net, pairs, models = _build_arms(arms, spec, float(config.eval.t_eps))
+    trainer = studies.ArmTrainer(
+        pairs,
+        net,
+        base.optim,
+        n,
+        ema_decay=float(base.ema.decays[0]),
+        on_nonfinite=str(base.train.on_nonfinite),
+    )
+    batch_keys = ("x1", "label") if spec.num_classes is not None else ("x1",)
+    stream = studies.BatchStream(
+        dataset,
+        seeds,
+        base.data.batch_size,
+        n,
+        k,
+        keys=batch_keys,
+        cache_mb=float(config.data_cache_mb),
+        **data_kwargs,
+    )
+    log(
+        f"[{dataset}] arms: {', '.join(a.name for a in arms)} (program groups "
+        f"{trainer.groups}); seeds {seeds}; {n} steps of batch {base.data.batch_size}; "
+        f"evaluations at {evals}"
+    )
+    t0 = time.perf_counter()
+    costs = trainer.cost(next(iter(stream))) if config.get("measure_cost", True) else None
+    if costs is not None:
         log(
-            f"[{dataset}] sampler sweep: {len(settings)} settings x {len(arms)} arms x "
-            f"{len(seeds)} seeds"
+            f"[{dataset}] cost per (arm, seed) step ({time.perf_counter() - t0:.1f}s): "
+            + "; ".join(
+                f"{a.name} {c['flops_per_step'] / 1e6:.3g} MFLOP "
+                f"{c['seconds_per_step'] * 1e3:.3g} ms"
+                for a, c in zip(arms, costs, strict=True)
+            )
         )
+
+    ev = config.eval
+    x0, y = _noise(spec, num_eval, seeds, int(ev.seed), salt=0)
+    eval_key = jax.random.fold_in(jax.random.key(int(ev.seed)), 3)
+    draws = [_eval_draw(config, a.name) for a in arms]
+    curves = {
+        a.name: {"step": [], "fused_seconds": [], "nfe": [], **{m: [] for m in stages["curve"]}}
+        for a in arms
+    }
+    per_seed = {a.name: {str(s): {"curve": {}, "final": {}} for s in seeds} for a in arms}
+    errors = {a.name: [] for a in arms}
+    finals, shown, final_params = {}, {}, {}
+    eval_seconds, train_seconds = [0.0], [0.0]
+
+    def callback(step, state):
+        t_eval = time.perf_counter()
+        last = step == evals[-1]
+        for a, (arm, arm_model) in enumerate(zip(arms, models, strict=True)):
+            st_a = trainer.arm_state(state, a)
+            params = st_a.params if int(ev.ema_index) < 0 else st_a.ema[int(ev.ema_index)]
+            samples, nfe, err = _sample(
+                draws[a], arm_model, params, x0, y, eval_key, int(ev.batch_size)
+            )
+            if err:
+                errors[arm.name].append(f"step {step}: {err}")
+            want = stages["curve"] + (stages["final"] if last else ())
+            scores = []
+            for s in range(len(seeds)):
+                p_s = studies.unstack(params, s)
+                ys = None if y is None else y[s]
+                field = ArmVelocity(arm_model, p_s, ys)
+                scores.append(evaluator(samples[s], field=field, metrics=want))
+            c = curves[arm.name]
+            c["step"].append(step)
+            c["fused_seconds"].append(train_seconds[0])
+            c["nfe"].append(nfe)
+            for m in stages["curve"]:
+                c[m].append([sc[m] for sc in scores])
+            if last:
+                finals[arm.name] = scores
+                shown[arm.name] = samples[0]
+                final_params[arm.name] = jax.tree.map(np.asarray, params)
+        eval_seconds[0] += time.perf_counter() - t_eval
+        c0 = curves[arms[0].name]
+        log(
+            f"  step {step:>6}  fused train {c0['fused_seconds'][-1]:7.1f}s  "
+            + "  ".join(
+                f"{a.name} {primary} {np.mean(curves[a.name][primary][-1]):.4g}" for a in arms
+            )
+            + f"  (eval {time.perf_counter() - t_eval:.1f}s)"
+        )
+
+    state = trainer.init(seeds)
+    losses, step, evals_left = [], 0, list(evals)
+    for chunk in stream:
+        t, c0 = time.perf_counter(), trainer.compile_seconds
+        state, loss = trainer.update(state, chunk)
+        jax.block_until_ready((state, loss))
+        # Training seconds: the update dispatches, waited for, without compilation.
+        train_seconds[0] += time.perf_counter() - t - (trainer.compile_seconds - c0)
+        losses.append(np.asarray(loss))
+        step += k
+        if evals_left and step == evals_left[0]:
+            evals_left.pop(0)
+            callback(step, state)
+    losses = np.concatenate(losses, axis=2)  # (A, S, num_steps)
+    num_skipped = np.asarray(state.num_skipped)
+    log(
+        f"[{dataset}] trained {len(arms)} arms x {len(seeds)} seeds x {n} steps in "
+        f"{train_seconds[0]:.1f}s (compile {trainer.compile_seconds:.1f}s); evaluation "
+        f"{eval_seconds[0]:.1f}s"
+    )
+
+    for a, arm in enumerate(arms):
+        c = curves[arm.name]
+        for i, s in enumerate(seeds):
+            rec = per_seed[arm.name][str(s)]
+            lo = 0
+            loss_curve = []
+            for e in c["step"]:
+                loss_curve.append(float(np.mean(losses[a, i, lo:e])))
+                lo = e
+            rec["curve"] = {
+                "step": list(c["step"]),
+                "loss": loss_curve,
+                **{m: [v[i] for v in c[m]] for m in stages["curve"]},
+            }
+            rec["final"] = finals[arm.name][i]
+            rec["num_skipped"] = int(num_skipped[a, i])
+
+    settings = _sweep_settings(config.sweep, float(config.sweep.get("t_eps", 0.0)))
+    settings = settings if config.sweep.enabled else []
+    sweeps = {a.name: {str(s): [] for s in seeds} for a in arms}
+    if settings:
         t_sweep = time.perf_counter()
-        for a, arm in enumerate(arms):
-            for seed in seeds:
-                sweeps[arm.name][str(seed)] = _sweep_arm(
-                    trainer,
-                    a,
-                    final_params[(arm.name, seed)],
-                    seed,
-                    evaluator,
-                    stages,
-                    config,
-                    settings,
+        log(
+            f"[{dataset}] sampler sweep: {len(settings)} settings x {len(arms)} arms, "
+            f"{len(seeds)} seeds per call"
+        )
+        sx0, sy = _noise(spec, int(config.sweep.num_samples), seeds, int(ev.seed), salt=1)
+        sde_key = jax.random.fold_in(jax.random.key(int(ev.seed)), 2)
+        for arm, arm_model in zip(arms, models, strict=True):
+            params = final_params[arm.name]
+            for sampler, value, draw in settings:
+                samples, nfe, err = _sample(
+                    draw, arm_model, params, sx0, sy, sde_key, int(ev.batch_size)
                 )
+                for i, s in enumerate(seeds):
+                    scores = evaluator(samples[i], metrics=stages["sweep"])
+                    sweeps[arm.name][str(s)].append(
+                        {"sampler": sampler, "setting": value, "nfe": nfe, "error": err, **scores}
+                    )
             log(f"  {arm.name}: swept ({time.perf_counter() - t_sweep:.0f}s so far)")
-    names = list(dict.fromkeys(stages["curve"] + stages["final"]))
+
     raw = {
         "spec": {"shape": list(spec.shape), "kind": spec.kind, "num_classes": spec.num_classes},
         "eval_steps": evals,
-        "eval_num_samples": int(config.eval.num_samples),
+        "eval_num_samples": num_eval,
+        "eval_samplers": {
+            a.name: f"{d.solver} at NFE {d.nfe}" for a, d in zip(arms, draws, strict=True)
+        },
         "sweep_num_samples": int(config.sweep.num_samples),
-        "compile_seconds": compile_seconds,
+        "compile_seconds": trainer.compile_seconds,
+        "train_seconds": train_seconds[0],
+        "eval_seconds": eval_seconds[0],
+        "program_groups": [[arms[i].name for i in g] for g in trainer.groups],
         "metrics": names,
-        "primary_metric": stages["curve"][0],
+        "primary_metric": primary,
         "sweep_metrics": list(stages["sweep"]),
         "sweep_primary": stages["sweep"][0],
         "descriptions": {
             m: metrics.DESCRIPTIONS[m] for m in dict.fromkeys(names + list(stages["sweep"]))
         },
         "info": info,
+        "floor_values": floor,
+        "sweep_floor_values": sweep_floor or floor,
+        "cost": None if costs is None else {a.name: c for a, c in zip(arms, costs, strict=True)},
         "arms": {
             arm.name: {
                 "label": arm.label,
@@ -720,14 +773,15 @@ def _run_dataset(config, dataset, seeds, log):
                 "changed": arm.changed,
                 "sigma_data": arm.sigma_data,
                 "resolved_config": json.loads(arm.config.to_json_best_effort()),
-                "seeds": records[arm.name],
+                "seeds": per_seed[arm.name],
+                "errors": errors[arm.name],
                 "sweep_raw": sweeps[arm.name],
             }
             for arm in arms
         },
     }
     baseline = config.ablation.base if config.mode == "ablation" else config.baseline
-    ds = analyse_dataset(raw, config.threshold, baseline if baseline in raw["arms"] else None)
+    ds = analyse_dataset(raw, config.levels, baseline if baseline in raw["arms"] else None)
     pictures = {"arms": shown, "reference": evaluator.reference if spec.kind == "points" else None}
     return ds, pictures
 
@@ -735,24 +789,93 @@ def _run_dataset(config, dataset, seeds, log):
 # ------------------------------------------------------------------------------ analysis
 
 
-def analyse_dataset(raw: dict, threshold_cfg, baseline: str | None) -> dict:
-    """Adds statistics to the raw records of one dataset: final metrics with CIs, mean curves,
-    the threshold, steps/seconds to it and their ratios to the baseline, sweep summaries.
+def level_speedup(baseline_steps, arm_steps, last: float) -> dict:
+    """The speed-up baseline / arm in steps to a level over paired seeds, censoring included.
 
-    A pure function of `raw` (and the threshold settings), so results.json can be re-analysed.
+    Seeds where both reached: their log ratios. A seed where exactly one side did not reach
+    the level within `last` steps is counted as reaching it at `last`, which can only favour
+    that side; a seed where neither did carries no information and is left out. The
+    geometric-mean ratio gets a Student-t 95% interval on the (partly imputed) log ratios.
+    `rule` says which conclusion the imputation keeps valid: "exact" (no censoring: both),
+    "lower bound" (only the baseline censored: the true speed-up is larger, so "faster" stands,
+    "slower" does not), "upper bound" (only the arm censored: "slower" stands), "mixed" (both
+    sides censored in different seeds: neither).
+
+    Returns:
+      {"ratio", "ci_low", "ci_high", "n", "n_censored_arm", "n_censored_baseline",
+      "n_censored_both", "rule", "bound" (`studies.censored_log_ratio` or None)}.
+    """
+    b, a = list(baseline_steps), list(arm_steps)
+    if len(a) != len(b):
+        raise ValueError(f"level_speedup: {len(b)} baseline seeds vs {len(a)} arm seeds")
+    both = sum(x is None and y is None for x, y in zip(b, a, strict=True))
+    cens_b = sum(x is None and y is not None for x, y in zip(b, a, strict=True))
+    cens_a = sum(x is not None and y is None for x, y in zip(b, a, strict=True))
+    keep = [(x, y) for x, y in zip(b, a, strict=True) if not (x is None and y is None)]
+    num = [last if x is None else x for x, _ in keep]
+    den = [last if y is None else y for _, y in keep]
+    st = studies.paired_log_ratio(num, den)
+    rule = {
+        (False, False): "exact",
+        (True, False): "lower bound",
+        (False, True): "upper bound",
+        (True, True): "mixed",
+    }[(cens_b > 0, cens_a > 0)]
+    bound = None
+    if cens_a or cens_b:
+        bound = studies.censored_log_ratio(b, a, last)
+    return {
+        "ratio": st["ratio"],
+        "ci_low": st["ci_low"],
+        "ci_high": st["ci_high"],
+        "n": st["n"],
+        "n_censored_arm": cens_a,
+        "n_censored_baseline": cens_b,
+        "n_censored_both": both,
+        "rule": rule,
+        "bound": bound,
+    }
+
+
+def _cost_ratio(base_cost: dict, arm_cost: dict, key: str) -> float:
+    return float(base_cost.get(key, math.nan)) / float(arm_cost.get(key, math.nan))
+
+
+def _scaled(st: dict, factor: float) -> dict:
+    """A speed-up in steps turned into one in seconds or FLOPs (x baseline / arm cost)."""
+    ok = math.isfinite(factor) and factor > 0
+    out = {k: (st[k] * factor if ok else math.nan) for k in ("ratio", "ci_low", "ci_high")}
+    return {**st, **out}
+
+
+def _speedup_verdict(claim: str, metric: str, st: dict) -> dict:
+    """`studies.verdict` of "speed-up > 1", kept only where the censoring rule allows it."""
+    v = studies.verdict(claim, metric, st)
+    allowed = {
+        "exact": ("supported", "not supported"),
+        "lower bound": ("supported",),
+        "upper bound": ("not supported",),
+        "mixed": (),
+    }[st.get("rule", "exact")]
+    if v["verdict"] != "not significant" and v["verdict"] not in allowed:
+        v["verdict"] = "not significant"
+    return v
+
+
+def analyse_dataset(raw: dict, levels_cfg, baseline: str | None) -> dict:
+    """Adds statistics to the raw records of one dataset: final metrics with CIs, mean curves,
+    the data floor, the quality levels, steps / seconds / FLOPs to each level per arm and
+    their speed-ups over the baseline, sweep summaries and the best sampler per NFE.
+
+    A pure function of `raw` (and the level settings), so results.json can be re-analysed.
     """
     arms, metrics = raw["arms"], raw["metrics"]
-    primary = threshold_cfg.metric or raw["primary_metric"]
+    primary = raw["primary_metric"]
     if primary not in metrics:
-        raise ValueError(
-            f"config.threshold.metric: {primary!r} is not measured on this dataset; "
-            f"valid: {metrics}"
-        )
+        raise ValueError(f"primary metric {primary!r} is not measured; valid: {metrics}")
     for arm in arms.values():
         seeds = list(arm["seeds"].values())
         arm["final"] = {m: studies.mean_ci([s["final"].get(m) for s in seeds]) for m in metrics}
-        for extra in ("train_seconds", "seconds_per_step"):
-            arm["final"][extra] = studies.mean_ci([s[extra] for s in seeds])
         arm["curve_mean"] = {"step": seeds[0]["curve"]["step"]}
         for m in seeds[0]["curve"]:
             if m != "step":
@@ -763,77 +886,74 @@ def analyse_dataset(raw: dict, threshold_cfg, baseline: str | None) -> dict:
                     k: [st[k] for st in per_step] for k in ("mean", "ci_low", "ci_high")
                 }
 
-    # Threshold: factor x the best final mean over arms, unless given.
-    finals = {name: arm["final"][primary]["mean"] for name, arm in arms.items()}
-    best = min((n for n in finals if math.isfinite(finals[n])), key=finals.get, default=None)
-    if threshold_cfg.value > 0:
-        value, rule = float(threshold_cfg.value), "given (config.threshold.value)"
-    elif best is None:
-        value, rule = math.nan, "none: no arm has a finite final value"
-    elif finals[best] > 0:
-        value = float(threshold_cfg.factor) * finals[best]
-        rule = f"{threshold_cfg.factor} x the best final mean ({best}: {finals[best]:.4g})"
-    else:
-        # A best value <= 0 is an unbiased estimate at its noise floor (e.g. the energy of a
-        # near-perfect model): take the upper end of its 95% interval instead.
-        st = arms[best]["final"][primary]
-        value = st["ci_high"] if math.isfinite(st["ci_high"]) else 0.0
-        rule = (
-            f"upper end of the 95% interval of the best final mean ({best}: {finals[best]:.4g} "
-            "<= 0, at the metric's noise floor)"
+    floor = studies.mean_ci(raw["floor_values"])
+    raw["floor"] = {"metric": primary, "num_samples": raw["eval_num_samples"], **floor}
+    factors = [float(f) for f in levels_cfg.factors]
+    interp = bool(levels_cfg.interpolate)
+    last = raw["eval_steps"][-1]
+    costs = raw.get("cost") or {}
+    levels = []
+    for f in factors:
+        value = (
+            f * floor["mean"] if math.isfinite(floor["mean"]) and floor["mean"] > 0 else math.nan
         )
-    interp = bool(threshold_cfg.interpolate)
-    raw["threshold"] = {
-        "metric": primary,
-        "value": value,
-        "rule": rule,
-        "best_arm": best,
-        "interpolate": interp,
-    }
-    for arm in arms.values():
-        steps, secs = [], []
-        for rec in arm["seeds"].values():
-            c = rec["curve"]
-            st = studies.steps_to_threshold(c["step"], c[primary], value, interpolate=interp)
-            steps.append(st)
-            secs.append(studies.value_at_step([0, *c["step"]], [0.0, *c["seconds"]], st))
-        arm["to_threshold"] = {
-            "steps": {**studies.mean_ci(steps), "per_seed": steps},
-            "seconds": {**studies.mean_ci(secs), "per_seed": secs},
-            "n_reached": sum(v is not None for v in steps),
-            "n_seeds": len(steps),
-        }
+        level = {"factor": f, "value": value, "arms": {}, "vs_baseline": {}}
+        for name, arm in arms.items():
+            steps = [
+                studies.steps_to_threshold(c["step"], c[primary], value, interpolate=interp)
+                if math.isfinite(value)
+                else None
+                for c in (rec["curve"] for rec in arm["seeds"].values())
+            ]
+            cost = costs.get(name, {})
+            sps = float(cost.get("seconds_per_step", math.nan))
+            fps = float(cost.get("flops_per_step", math.nan))
+            level["arms"][name] = {
+                "steps": {**studies.mean_ci(steps), "per_seed": steps},
+                "seconds": studies.mean_ci([None if s is None else s * sps for s in steps]),
+                "flops": studies.mean_ci([None if s is None else s * fps for s in steps]),
+                "n_reached": sum(s is not None for s in steps),
+                "n_seeds": len(steps),
+            }
+        if baseline is not None:
+            ref = level["arms"][baseline]["steps"]["per_seed"]
+            bc = costs.get(baseline, {})
+            for name in arms:
+                if name == baseline:
+                    continue
+                st = level_speedup(ref, level["arms"][name]["steps"]["per_seed"], last)
+                ac = costs.get(name, {})
+
+                level["vs_baseline"][name] = {
+                    "steps": st,
+                    "seconds": _scaled(st, _cost_ratio(bc, ac, "seconds_per_step")),
+                    "flops": _scaled(st, _cost_ratio(bc, ac, "flops_per_step")),
+                }
+        levels.append(level)
+    raw["levels"] = levels
+    raw["level_interpolate"] = interp
+
     if baseline is not None:
-        ref, ref_final = arms[baseline]["to_threshold"], arms[baseline]["final"]
-        last = raw["eval_steps"][-1]
+        ref_final = arms[baseline]["final"]
         for arm in arms.values():
-            tt = arm["to_threshold"]
             arm["vs_baseline"] = {
-                # speedup > 1: this arm needs fewer steps (seconds) than the baseline.
-                "steps_speedup": studies.paired_log_ratio(
-                    ref["steps"]["per_seed"], tt["steps"]["per_seed"]
-                ),
-                "seconds_speedup": studies.paired_log_ratio(
-                    ref["seconds"]["per_seed"], tt["seconds"]["per_seed"]
-                ),
-                "steps_speedup_censored": studies.censored_log_ratio(
-                    ref["steps"]["per_seed"], tt["steps"]["per_seed"], last
-                ),
                 "final_difference": {
                     m: studies.paired_difference(arm["final"][m]["values"], ref_final[m]["values"])
                     for m in metrics
                 },
-                "final_ratio": studies.paired_log_ratio(
-                    ref_final[primary]["values"], arm["final"][primary]["values"]
-                ),
-                "seconds_per_step_ratio": studies.paired_log_ratio(
-                    arm["final"]["seconds_per_step"]["values"],
-                    ref_final["seconds_per_step"]["values"],
-                ),
+                # > 1: this arm ends lower (better) than the baseline.
+                "final_ratio": {
+                    m: studies.paired_log_ratio(ref_final[m]["values"], arm["final"][m]["values"])
+                    for m in metrics
+                },
             }
     for arm in arms.values():
         arm["sweep"] = _summarise_sweep(arm["sweep_raw"], raw["sweep_metrics"])
         arm["best_sampler"] = _best_sampler(arm["sweep"], raw["sweep_primary"])
+    sf = studies.mean_ci(raw.get("sweep_floor_values") or raw["floor_values"])
+    raw["sweep_floor"] = {"metric": raw["sweep_primary"], "num_samples": raw["sweep_num_samples"]}
+    raw["sweep_floor"].update(sf)
+    raw["few_step"] = _few_step(raw, baseline)
     raw["baseline"] = baseline
     return raw
 
@@ -852,14 +972,15 @@ def _summarise_sweep(sweep_raw: dict, metric_names) -> dict:
             st = studies.mean_ci([r[m] for r in rows])
             for key in ("mean", "ci_low", "ci_high"):
                 entry.setdefault(m, {"mean": [], "ci_low": [], "ci_high": []})[key].append(st[key])
+            entry.setdefault(f"{m}_values", []).append([r[m] for r in rows])
     return out
 
 
 def _best_sampler(sweep: dict, metric: str) -> dict:
     """Per exact NFE: the fixed-NFE sampler (all but adaptive dopri5) with the lowest mean metric.
 
-    {str(nfe): {"sampler", "mean", "ci_low", "ci_high", "candidates"}}; samplers that failed or
-    gave a non-finite mean are skipped (an NFE where all did has sampler None).
+    {str(nfe): {"sampler", "mean", "ci_low", "ci_high", "values", "candidates"}}; samplers that
+    failed or gave a non-finite mean are skipped (an NFE where all did has sampler None).
     """
     by_nfe: dict[int, dict] = {}
     for sampler, entry in sweep.items():
@@ -879,55 +1000,152 @@ def _best_sampler(sweep: dict, metric: str) -> dict:
         row = {"sampler": best, "candidates": sorted(cands)}
         for key in ("mean", "ci_low", "ci_high"):
             row[key] = sweep[best][metric][key][cands[best]] if best else math.nan
+        row["values"] = sweep[best][f"{metric}_values"][cands[best]] if best else []
         out[str(nfe)] = row
     return out
 
 
-def _best_sampler_table(ds) -> list[str]:
-    arms, metric = ds["arms"], ds["sweep_primary"]
-    nfes = sorted({int(n) for a in arms.values() for n in a.get("best_sampler", {})})
-    if not nfes:
-        return []
-    rows = []
-    for name, a in arms.items():
-        cells = []
-        for n in nfes:
-            b = a["best_sampler"].get(str(n))
-            cells.append(f"{b['sampler']}: {fmt(b['mean'])}" if b and b["sampler"] else "-")
-        rows.append([name, *cells])
-    return [
-        f"**Best sampler per arm and NFE** (lowest mean {metric} among the fixed-NFE samplers "
-        "swept at that NFE; dopri5 excluded)",
-        "",
-        *studies.table(["arm", *[str(n) for n in nfes]], rows),
-        "",
-    ]
+def _few_step(ds: dict, baseline: str | None) -> dict:
+    """At the smallest swept NFE: each arm's best sampler vs the baseline's best (paired by
+    seed; > 1: the arm is lower, i.e. better)."""
+    arms = ds["arms"]
+    nfes = sorted({int(n) for a in arms.values() for n in a["best_sampler"]})
+    if baseline is None or not nfes:
+        return {}
+    nfe = str(nfes[0])
+    ref = arms[baseline]["best_sampler"].get(nfe, {})
+    out = {"nfe": int(nfe), "metric": ds["sweep_primary"], "arms": {}}
+    for name, arm in arms.items():
+        b = arm["best_sampler"].get(nfe, {})
+        entry = {"sampler": b.get("sampler"), "baseline_sampler": ref.get("sampler")}
+        if name != baseline and b.get("values") and ref.get("values"):
+            entry.update(studies.paired_log_ratio(ref["values"], b["values"]))
+        out["arms"][name] = entry
+    return out
+
+
+def _level_name(f: float) -> str:
+    return f"{f:g}x floor"
 
 
 def _verdicts(ds: dict) -> list[dict]:
-    """Per arm vs the baseline: fewer steps and seconds to the threshold, lower final metric."""
-    base, metric = ds["baseline"], ds["threshold"]["metric"]
+    """Per arm vs the baseline: fewer steps, seconds and FLOPs to each level; lower final
+    primary metric (and likelihood KL where measured); lower metric at the fewest NFE."""
+    base, metric = ds["baseline"], ds["primary_metric"]
     out = []
+    if base is None:
+        return out
     for name, arm in ds["arms"].items():
-        if base is None or name == base:
+        if name == base:
             continue
-        vs = arm["vs_baseline"]
-        out += [
-            studies.verdict(
-                f"{name} reaches the threshold in fewer steps than {base}",
-                metric,
-                vs["steps_speedup"],
-            ),
-            studies.verdict(
-                f"{name} reaches the threshold in fewer training seconds than {base}",
-                metric,
-                vs["seconds_speedup"],
-            ),
-            studies.verdict(
-                f"{name} ends with a lower {metric} than {base}", metric, vs["final_ratio"]
-            ),
-        ]
+        for level in ds["levels"]:
+            vs = level["vs_baseline"][name]
+            lv = _level_name(level["factor"])
+            for what, words in (("steps", "steps"), ("seconds", "seconds"), ("flops", "FLOPs")):
+                out.append(
+                    _speedup_verdict(
+                        f"{name} reaches {metric} <= {lv} in fewer training {words} than {base}",
+                        metric,
+                        vs[what],
+                    )
+                )
+        for m in dict.fromkeys([metric] + [x for x in ("kl",) if x in ds["metrics"]]):
+            out.append(
+                studies.verdict(
+                    f"{name} ends with a lower {m} than {base}",
+                    m,
+                    arm["vs_baseline"]["final_ratio"][m],
+                )
+            )
+        fs = ds.get("few_step", {}).get("arms", {}).get(name)
+        if fs and "ratio" in fs:
+            out.append(
+                studies.verdict(
+                    f"{name} at its best {ds['few_step']['nfe']}-NFE sampler ({fs['sampler']}) "
+                    f"has a lower {ds['few_step']['metric']} than {base} at its best "
+                    f"({fs['baseline_sampler']})",
+                    ds["few_step"]["metric"],
+                    fs,
+                )
+            )
     return out
+
+
+def _finest_common(ds: dict, name: str) -> dict | None:
+    """The finest level at which the arm and the baseline both reached in every seed."""
+    base = ds["baseline"]
+    for level in reversed(ds["levels"]):
+        a, b = level["arms"][name], level["arms"][base]
+        if a["n_reached"] == a["n_seeds"] and b["n_reached"] == b["n_seeds"]:
+            return level
+    return None
+
+
+def headline(ds: dict, arm: str = "") -> list[dict]:
+    """The opening verdict table of one dataset for one arm (default: the first non-baseline):
+    rows {"claim", "measured", "ratio", "ci_low", "ci_high", "verdict"} taken from the verdicts
+    (every number is a recorded one; nothing is asserted here).
+
+    Claims: fewer steps to every level; fewer seconds and fewer FLOPs at the finest level both
+    arms reached in every seed (the finest level overall if none); lower final quality metric;
+    lower metric at the fewest swept NFE, each at its best sampler.
+    """
+    base = ds["baseline"]
+    if base is None:
+        return []
+    names = [n for n in ds["arms"] if n != base]
+    arm = arm if arm in names else (names[0] if names else "")
+    if not arm:
+        return []
+    by_claim = {v["claim"]: v for v in _verdicts(ds)}
+    metric, fl = ds["primary_metric"], ds["floor"]
+    rows = []
+
+    def row(claim, measured):
+        v = by_claim.get(claim)
+        if v is not None:
+            rows.append({**v, "measured": measured})
+
+    for level in ds["levels"]:
+        lv = _level_name(level["factor"])
+        vs = level["vs_baseline"][arm]["steps"]
+        cens = ""
+        if vs["n_censored_arm"] or vs["n_censored_baseline"] or vs["n_censored_both"]:
+            cens = (
+                f"; not reached within {ds['eval_steps'][-1]} steps: {arm} "
+                f"{vs['n_censored_arm'] + vs['n_censored_both']}, {base} "
+                f"{vs['n_censored_baseline'] + vs['n_censored_both']} of "
+                f"{level['arms'][arm]['n_seeds']}"
+                f" seeds ({vs['rule']})"
+            )
+        row(
+            f"{arm} reaches {metric} <= {lv} in fewer training steps than {base}",
+            f"speed-up {base} / {arm} in steps to {metric} <= {fmt(level['value'])} "
+            f"({level['factor']:g} x floor {fmt(fl['mean'])}){cens}",
+        )
+    level = _finest_common(ds, arm) or ds["levels"][-1]
+    lv = _level_name(level["factor"])
+    for words in ("seconds", "FLOPs"):
+        row(
+            f"{arm} reaches {metric} <= {lv} in fewer training {words} than {base}",
+            f"steps x {words} per step (one run alone, `ArmTrainer.cost`) at the finest level "
+            f"both reached in every seed ({lv})",
+        )
+    row(
+        f"{arm} ends with a lower {metric} than {base}",
+        f"{base} / {arm} final {metric} after {ds['eval_steps'][-1]} steps",
+    )
+    if "kl" in ds["metrics"]:
+        row(f"{arm} ends with a lower kl than {base}", f"{base} / {arm} final likelihood KL")
+    fs = ds.get("few_step", {})
+    a = fs.get("arms", {}).get(arm)
+    if a and "ratio" in a:
+        row(
+            f"{arm} at its best {fs['nfe']}-NFE sampler ({a['sampler']}) has a lower "
+            f"{fs['metric']} than {base} at its best ({a['baseline_sampler']})",
+            f"{base} / {arm} {fs['metric']} at {fs['nfe']} NFE, each at its best sampler",
+        )
+    return rows
 
 
 # ------------------------------------------------------------------------------ report
@@ -935,140 +1153,144 @@ def _verdicts(ds: dict) -> list[dict]:
 fmt, fmt_ci = studies.fmt, studies.fmt_ci
 
 
-def _speed_sentence(name, base, st, what: str) -> str:
-    n, missing = st["n"], st["n_missing"]
-    tail = f"n = {n} seed{'s' if n != 1 else ''}"
-    if missing:
-        tail += f"; {missing} seed(s) left out where one side did not reach the threshold"
-    r, lo, hi = st["ratio"], st["ci_low"], st["ci_high"]
-    if not math.isfinite(lo):
-        where = "fewer" if r >= 1 else "more"
-        return (
-            f"{name} reached the threshold in {max(r, 1 / r):.2f}× {where} {what} than {base} "
-            f"(one paired seed, no interval; {tail})."
-        )
-    if lo > 1:
-        return (
-            f"{name} reached the threshold in {r:.2f}× fewer {what} than {base} "
-            f"(95% CI [{lo:.2f}, {hi:.2f}]; {tail})."
-        )
-    if hi < 1:
-        return (
-            f"{base} reached the threshold in {1 / r:.2f}× fewer {what} than {name} "
-            f"(95% CI [{1 / hi:.2f}, {1 / lo:.2f}]; {tail})."
-        )
-    return (
-        f"No clear difference in {what} to the threshold between {name} and {base}: speed-up of "
-        f"{name} over {base} {r:.2f}× (95% CI [{lo:.2f}, {hi:.2f}] contains 1; {tail})."
-    )
+def _fmt_speedup(st: dict) -> str:
+    cell = studies.fmt_ratio(st)
+    if st.get("rule") in ("lower bound", "upper bound", "mixed"):
+        cell += f" ({st['rule']})"
+    return cell
 
 
 def findings(ds: dict) -> list[str]:
     """Plain-language findings for one dataset, computed from its analysed results."""
-    arms, base, th = ds["arms"], ds["baseline"], ds["threshold"]
-    primary, last = th["metric"], ds["eval_steps"][-1]
-    out = []
+    arms, base, fl = ds["arms"], ds["baseline"], ds["floor"]
+    primary, last = ds["primary_metric"], ds["eval_steps"][-1]
+    out = [
+        f"Data-vs-data floor of {primary} at {fl['num_samples']} samples: {fmt_ci(fl)} "
+        f"(n = {fl['n']} pairs of independent data samples)."
+    ]
     ranked = sorted(
         (n for n in arms if math.isfinite(arms[n]["final"][primary]["mean"])),
         key=lambda n: arms[n]["final"][primary]["mean"],
     )
-    if ranked:
+    if ranked and fl["mean"] > 0:
+        best = arms[ranked[0]]["final"][primary]["mean"]
         out.append(
             f"Best final {primary} after {last} steps: {ranked[0]} "
-            f"({fmt_ci(arms[ranked[0]]['final'][primary])}); worst: {ranked[-1]} "
-            f"({fmt_ci(arms[ranked[-1]]['final'][primary])})."
+            f"({fmt_ci(arms[ranked[0]]['final'][primary])}"
+            f", {best / fl['mean']:.2f}x the floor); worst: {ranked[-1]} "
+            f"({arms[ranked[-1]]['final'][primary]['mean'] / fl['mean']:.2f}x the floor)."
         )
-    for name, arm in arms.items():
-        tt = arm["to_threshold"]
-        if tt["n_reached"] < tt["n_seeds"]:
-            out.append(
-                f"{name} did not reach the threshold ({primary} <= {fmt(th['value'])}) within "
-                f"{last} steps in {tt['n_seeds'] - tt['n_reached']} of {tt['n_seeds']} seeds."
-            )
-    for name, arm in arms.items():
-        if base is None or name == base:
-            continue
-        vs = arm["vs_baseline"]
-        cens = vs["steps_speedup_censored"]
-        if math.isfinite(vs["steps_speedup"]["ratio"]):
-            out.append(_speed_sentence(name, base, vs["steps_speedup"], "steps"))
-            out.append(_speed_sentence(name, base, vs["seconds_speedup"], "training seconds"))
-        elif cens is None:
-            out.append(
-                f"{name} vs {base}: no speed-up to report (no seed in which both reached the "
-                "threshold)."
-            )
-        if cens is not None:
-            fast, slow = (name, base) if cens["kind"] == "lower" else (base, name)
-            bound = cens["bound"] if cens["kind"] == "lower" else 1 / cens["bound"]
-            out.append(
-                f"{fast} reached the threshold in every seed, {slow} missed it within {last} "
-                f"steps in {cens['n_censored']} of {cens['n']}: counting those at step {last}, "
-                f"{fast} needed at least {bound:.2f}× fewer steps (geometric mean over seeds)."
-            )
-        diff = vs["final_difference"][primary]
-        if math.isfinite(diff["ci_low"]) and (diff["ci_low"] > 0 or diff["ci_high"] < 0):
-            better = name if diff["mean"] < 0 else base
-            out.append(
-                f"Final {primary}: {better} is lower (better); {name} - {base} = "
-                f"{fmt(diff['mean'])} (95% CI [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}])."
-            )
-        cost = vs["seconds_per_step_ratio"]
-        if math.isfinite(cost["ci_low"]) and (cost["ci_low"] > 1.1 or cost["ci_high"] < 1 / 1.1):
-            out.append(
-                f"A training step of {name} costs {cost['ratio']:.2f}× the wall-clock time of one "
-                f"of {base} (95% CI [{cost['ci_low']:.2f}, {cost['ci_high']:.2f}])."
-            )
-    return out + _nfe_findings(ds)
-
-
-def _nfe_findings(ds: dict) -> list[str]:
-    arms, metric, out = ds["arms"], ds["sweep_primary"], []
-    for sampler in ("euler", "heun"):
-        table = {n: a["sweep"][sampler] for n, a in arms.items() if a["sweep"].get(sampler)}
-        if not table:
-            continue
-        parts = []
-        for i, nfe in enumerate(next(iter(table.values()))["setting"]):
-            vals = {
-                n: t[metric]["mean"][i]
-                for n, t in table.items()
-                if math.isfinite(t[metric]["mean"][i])
-            }
-            if vals:
-                best = min(vals, key=vals.get)
-                parts.append(f"NFE {nfe}: {best} ({fmt(vals[best])})")
-        if parts:
-            out.append(
-                f"{sampler.capitalize()} sampler, lowest {metric} per NFE: "
-                + "; ".join(parts)
-                + "."
-            )
-        # Sample metrics such as the histogram KL are biased by the sample size: compare with
-        # the training threshold only when both use as many samples.
-        if (
-            metric == ds["threshold"]["metric"]
-            and ds["sweep_num_samples"] == ds["eval_num_samples"]
-        ):
-            value = ds["threshold"]["value"]
-            need = {
-                n: min(
-                    (
-                        s
-                        for s, v in zip(t["setting"], t[metric]["mean"], strict=True)
-                        if math.isfinite(v) and v <= value
-                    ),
-                    default=None,
+    for name in arms:
+        reached = [
+            lv
+            for lv in ds["levels"]
+            if lv["arms"][name]["n_reached"] == lv["arms"][name]["n_seeds"]
+        ]
+        finest = f"{reached[-1]['factor']:g}x the floor" if reached else "no level"
+        out.append(f"{name} reached {finest} in every seed within {last} steps.")
+    if base is not None:
+        for name in arms:
+            if name == base:
+                continue
+            for level in ds["levels"]:
+                st = level["vs_baseline"][name]["steps"]
+                if not math.isfinite(st["ratio"]):
+                    continue
+                lo, hi = st["ci_low"], st["ci_high"]
+                where = ""
+                if math.isfinite(lo) and lo > 1:
+                    where = f"{name} faster"
+                elif math.isfinite(hi) and hi < 1:
+                    where = f"{base} faster"
+                else:
+                    where = "no significant difference"
+                out.append(
+                    f"{_level_name(level['factor'])}: speed-up of {name} over {base} in steps "
+                    f"{_fmt_speedup(st)}: {where}."
                 )
-                for n, t in table.items()
-            }
-            out.append(
-                f"Smallest {sampler.capitalize()} NFE at which the mean {metric} is at or below "
-                f"the training threshold {fmt(value)}: "
-                + ", ".join(f"{n} {v if v is not None else '> max'}" for n, v in need.items())
-                + "."
-            )
     return out
+
+
+def _levels_tables(ds) -> list[str]:
+    arms, base, metric = ds["arms"], ds["baseline"], ds["primary_metric"]
+    out = []
+    head = ["arm", *[f"{_level_name(lv['factor'])} ({fmt(lv['value'])})" for lv in ds["levels"]]]
+    rows = []
+    for name in arms:
+        cells = []
+        for lv in ds["levels"]:
+            a = lv["arms"][name]
+            cells.append(f"{fmt_ci(a['steps'], 4)} ({a['n_reached']}/{a['n_seeds']})")
+        rows.append([name, *cells])
+    out += [
+        f"Steps to each level of `{metric}` (mean ± 95% CI over the seeds that reached it; "
+        "reached / seeds in brackets):",
+        "",
+        *studies.table(head, rows),
+        "",
+    ]
+    if base is not None:
+        for what, words in (("steps", "steps"), ("seconds", "seconds"), ("flops", "FLOPs")):
+            rows = [
+                [name, *[_fmt_speedup(lv["vs_baseline"][name][what]) for lv in ds["levels"]]]
+                for name in arms
+                if name != base
+            ]
+            out += [
+                f"Speed-up over {base} in training {words} to each level ({base} / arm, "
+                "geometric mean over seeds [95% CI]; > 1: the arm is faster):",
+                "",
+                *studies.table(head, rows),
+                "",
+            ]
+    return out
+
+
+def _compute_table(ds) -> list[str]:
+    costs = ds.get("cost")
+    if not costs:
+        return []
+    rows = []
+    for name, c in costs.items():
+        level = _finest_common(ds, name) if ds["baseline"] and name != ds["baseline"] else None
+        level = level or ds["levels"][-1]
+        a = level["arms"][name]
+        rows.append(
+            [
+                name,
+                fmt(c["flops_per_step"] / 1e6),
+                fmt(c["bytes_per_step"] / 1e6),
+                fmt(c["peak_memory_bytes"] / 2**20),
+                fmt(c["seconds_per_step"] * 1e3),
+                f"{fmt(a['flops']['mean'] / 1e9)} ({_level_name(level['factor'])})",
+                f"{fmt(a['seconds']['mean'])} ({_level_name(level['factor'])})",
+            ]
+        )
+    return [
+        "Cost of ONE (arm, seed) training step run alone (`ArmTrainer.cost`: XLA cost analysis "
+        "of the compiled step, its memory analysis, and the median wall time of a dispatch; a "
+        "loop inside the objective, e.g. Sinkhorn's, is counted once by XLA's FLOPs, so minibatch "
+        "OT's FLOPs are a lower bound while its seconds are real):",
+        "",
+        *studies.table(
+            [
+                "arm",
+                "MFLOP / step",
+                "MB accessed / step",
+                "peak memory (MiB)",
+                "ms / step",
+                "GFLOP to level (mean)",
+                "seconds to level (mean)",
+            ],
+            rows,
+        ),
+        "",
+        f"The fused program trained every arm x seed in {fmt(ds['train_seconds'])} s "
+        f"(compilation {fmt(ds['compile_seconds'])} s, not included); evaluation took "
+        f"{fmt(ds['eval_seconds'])} s. Program groups (arms sharing one network call): "
+        f"{ds['program_groups']}.",
+        "",
+    ]
 
 
 def _sweep_tables(ds) -> list[str]:
@@ -1098,36 +1320,84 @@ def _sweep_tables(ds) -> list[str]:
             out += [
                 "† The SDE drift needs the score, obtained from the velocity with "
                 "`fj.paths.convert`, which assumes the marginals of the independent coupling; "
-                "with minibatch OT this score is not that of the model's marginals, so its SDE "
-                "row measures that mismatch rather than the model.",
+                "with minibatch OT this score is not that of the model's marginals.",
                 "",
             ]
     return out
 
 
+def _best_sampler_table(ds) -> list[str]:
+    arms, metric = ds["arms"], ds["sweep_primary"]
+    nfes = sorted({int(n) for a in arms.values() for n in a.get("best_sampler", {})})
+    if not nfes:
+        return []
+    rows = []
+    for name, a in arms.items():
+        cells = []
+        for n in nfes:
+            b = a["best_sampler"].get(str(n))
+            cells.append(f"{b['sampler']}: {fmt(b['mean'])}" if b and b["sampler"] else "-")
+        rows.append([name, *cells])
+    sf = ds["sweep_floor"]
+    return [
+        f"**Best sampler per arm and NFE** (lowest mean {metric} among the fixed-NFE samplers "
+        f"swept at that NFE; dopri5 excluded). Floor of {metric} at {sf['num_samples']} "
+        f"samples: {fmt_ci(sf)}.",
+        "",
+        *studies.table(["arm", *[str(n) for n in nfes]], rows),
+        "",
+    ]
+
+
+def _opening(results: dict) -> list[str]:
+    rows = []
+    for name, ds in results["datasets"].items():
+        for r in ds.get("headline", []):
+            rows.append(
+                [name, r["claim"], r["measured"], studies.fmt_ratio(r), f"**{r['verdict']}**"]
+            )
+    if not rows:
+        return []
+    return [
+        "## Verdicts",
+        "",
+        *studies.table(
+            ["dataset", "claim", "what was measured", "ratio [95% CI]", "verdict"], rows
+        ),
+        "",
+        "Ratios are baseline / arm (> 1 favours the arm), geometric means over paired seeds with "
+        "Student-t 95% intervals; 'supported' when the whole interval lies above 1, 'not "
+        "supported' when below, 'not significant' otherwise or when censoring leaves only a "
+        "bound on the wrong side (see Method). Every row is computed from results.json.",
+        "",
+    ]
+
+
 def render(results: dict) -> str:
-    """The Markdown report of a comparison."""
+    """The Markdown report of a comparison: the verdict table first."""
     cfg = results["config"]
     b = cfg["base"]
     lines = [
         "# flowjax head-to-head: flow matching vs diffusion",
         "",
+        *_opening(results),
+        "## Setup",
+        "",
         f"Mode: **{results['mode']}**; {b['train']['num_steps']} steps of batch "
-        f"{b['data']['batch_size']} per arm; network {b['model']['name']}/{b['model']['variant']} "
-        f"{b['model']['overrides'] or ''}; optimizer {b['optim']['name']} lr {b['optim']['lr']} "
-        f"({b['optim']['schedule']}, warmup {b['optim']['warmup_steps']}); EMA "
-        f"{b['ema']['decays']} evaluated.",
+        f"{b['data']['batch_size']} per arm and seed; network {b['model']['name']}/"
+        f"{b['model']['variant']} {b['model']['overrides'] or ''}; optimizer "
+        f"{b['optim']['name']} lr {b['optim']['lr']} ({b['optim']['schedule']}, warmup "
+        f"{b['optim']['warmup_steps']}); EMA {b['ema']['decays'][0]} evaluated.",
         *studies.machine_lines(results),
         "",
         "Every arm uses the same network, optimizer, batch size, number of steps, initial "
         "parameters, data stream and evaluation noise for a given seed; only the objective "
-        "differs. Curve samples come from the ODE of each model's velocity "
-        f"({cfg['eval']['solver']}, {cfg['eval']['num_steps'] or 'adaptive'} steps), obtained "
-        "with `fj.paths.convert` whatever the model predicts.",
+        "differs. All arms x seeds of a dataset train in one compiled program "
+        "(`studies.ArmTrainer`).",
         "",
     ]
     for name, ds in results["datasets"].items():
-        th, arms, base = ds["threshold"], ds["arms"], ds["baseline"]
+        arms, fl = ds["arms"], ds["floor"]
         lines += [f"## {name}", ""]
         lines += studies.table(
             [
@@ -1140,9 +1410,15 @@ def render(results: dict) -> str:
                 "time dist",
                 "coupling",
                 "precond",
+                "curve sampler",
             ],
             [
-                [n, a["label"], *(a["factors"][k] for k in (*DESCRIPTIVE_FIELDS, "precond"))]
+                [
+                    n,
+                    a["label"],
+                    *(a["factors"][k] for k in (*DESCRIPTIVE_FIELDS, "precond")),
+                    ds["eval_samplers"].get(n, ""),
+                ]
                 for n, a in arms.items()
             ],
         )
@@ -1158,99 +1434,51 @@ def render(results: dict) -> str:
                 + ", ".join(f"{k} = {fmt(v, 4)}" for k, v in ds["info"].items())
                 + "."
             )
-        lines += ["", f"### Final quality (step {ds['eval_steps'][-1]}, mean ± 95% CI)", ""]
-        rows = []
-        for n, a in arms.items():
-            sps = {
-                k: a["final"]["seconds_per_step"][k] * 1e3 for k in ("mean", "ci_low", "ci_high")
-            }
-            rows.append(
-                [
-                    n,
-                    *(fmt_ci(a["final"][m]) for m in ds["metrics"]),
-                    fmt_ci(a["final"]["train_seconds"]),
-                    fmt_ci(sps),
-                ]
-            )
-        lines += studies.table(["arm", *ds["metrics"], "train seconds", "ms / step"], rows)
         lines += [
             "",
-            "### Steps and seconds to the threshold",
+            "### Floor and quality levels",
             "",
-            f"Threshold: `{th['metric']}` <= {fmt(th['value'], 4)} ({th['rule']}). Steps: first "
-            "evaluation at or below the threshold"
-            + (
-                ", interpolated linearly in log(step) from the evaluation before"
-                if th["interpolate"]
-                else ""
-            )
-            + "; seconds: training seconds at that step.",
+            f"Floor of `{fl['metric']}`: {fmt_ci(fl)} at {fl['num_samples']} samples "
+            f"(n = {fl['n']} fresh training-split samples, each scored against the held-out "
+            "reference exactly as model samples are). Levels: "
+            + ", ".join(f"{_level_name(lv['factor'])} = {fmt(lv['value'])}" for lv in ds["levels"])
+            + ".",
+            "",
+            *_levels_tables(ds),
+            f"### Final quality (step {ds['eval_steps'][-1]}, mean ± 95% CI)",
             "",
         ]
-        head = ["arm", "reached", "steps to threshold", "seconds to threshold"]
-        if base is not None:
-            head += [f"speed-up vs {base}, steps [95% CI]", f"speed-up vs {base}, seconds [95% CI]"]
-        rows = []
-        for n, a in arms.items():
-            tt = a["to_threshold"]
-            row = [
-                n,
-                f"{tt['n_reached']}/{tt['n_seeds']}",
-                fmt_ci(tt["steps"], 4),
-                fmt_ci(tt["seconds"]),
-            ]
-            if base is not None:
-                row += [
-                    studies.fmt_ratio(a["vs_baseline"][k])
-                    for k in ("steps_speedup", "seconds_speedup")
-                ]
-            rows.append(row)
-        lines += studies.table(head, rows) + [""]
-        if results["mode"] == "ablation" and base is not None:
-            lines += ["### Factor attribution (one factor changed per arm)", ""]
-            rows = []
-            for n, a in arms.items():
-                if n != base:
-                    d = a["vs_baseline"]["final_difference"][th["metric"]]
-                    rows.append(
-                        [
-                            a["changed"],
-                            n,
-                            f"{fmt(d['mean'])} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]",
-                            studies.fmt_ratio(a["vs_baseline"]["steps_speedup"]),
-                        ]
-                    )
-            lines += studies.table(
-                [
-                    "factor changed",
-                    "arm",
-                    f"final {th['metric']}: arm - base [95% CI]",
-                    "speed-up in steps vs base [95% CI]",
-                ],
-                rows,
-            ) + [""]
+        rows = [[n, *(fmt_ci(a["final"][m]) for m in ds["metrics"])] for n, a in arms.items()]
+        lines += studies.table(["arm", *ds["metrics"]], rows) + [""]
+        lines += ["### Compute", "", *_compute_table(ds)]
         if any(a["sweep"] for a in arms.values()):
             lines += ["### Quality vs number of function evaluations", "", *_sweep_tables(ds)]
             lines += _best_sampler_table(ds)
-        lines += ["### Verdicts", "", *studies.verdict_table(ds["verdicts"]), ""]
+        lines += ["### All verdicts", "", *studies.verdict_table(ds["verdicts"]), ""]
         lines += ["### Findings", "", *[f"- {f}" for f in ds["findings"]], "", "### Plots", ""]
         lines += [f"![{p}]({p})" for p in results.get("plots", {}).get(name, [])] + [""]
     lines += [
         "## Method",
         "",
-        "- Intervals are Student-t 95% intervals over seeds (mean ± t_{n-1} s / sqrt(n)).",
-        "- Steps to threshold: per seed, the first evaluation at or below the threshold, placed "
-        "by linear interpolation of the metric in log(step) between it and the evaluation before "
-        "(evaluations are log-spaced); never reached = censored. Seconds to threshold: "
-        "cumulative training seconds interpolated linearly at that step.",
-        "- Speed-up vs the baseline: per seed the ratio baseline / arm of steps (seconds) to "
-        "threshold; the geometric mean with a Student-t interval on the log ratios, over the "
-        "seeds where both reached it (paired by seed). A verdict is 'supported' when the "
-        "interval lies above 1, 'not supported' when below, else 'not significant'.",
-        "- Training seconds count the train-step dispatches only (waited for). On a shared "
-        "machine they are noisy; the steps are exact.",
-        "- Minibatch OT (Sinkhorn) pairs are drawn from the plan in two stages (a row from the "
-        "row sums, then a column from that row): the law of drawing from the flattened plan.",
+        "- Floor: the primary metric of a fresh data sample of the evaluation size (training "
+        "split, its own seed) against the same held-out reference (or exact density) that "
+        "model samples are scored against, repeated; mean and 95% interval. A perfect model "
+        "scores the floor on average.",
+        "- Levels: multiples of the floor's mean. Steps to a level: per seed, the first "
+        "evaluation at or below it, interpolated linearly in log(step) from the evaluation "
+        "before (evaluations are log-spaced); never reached = censored.",
+        "- Speed-up over the baseline at a level: per seed baseline steps / arm steps, geometric "
+        "mean with a Student-t interval on the log ratios. A seed censored on one side counts "
+        "as reaching the level at the last evaluation (favouring that side): with only the "
+        "baseline censored the ratio is a lower bound and only 'supported' can stand, with "
+        "only the arm censored an upper bound and only 'not supported' can stand; seeds where "
+        "neither reached are left out.",
+        "- Seconds and FLOPs to a level: steps x that arm's seconds / XLA FLOPs per step of one "
+        "run alone; their speed-ups are the step speed-up times the ratio of per-step costs "
+        "(the timing is one measurement per arm: its noise is not in the interval).",
+        "- Few-step quality: at the smallest swept NFE, each arm at the sampler with its lowest "
+        "mean metric there (the choice is made on the same seeds, for every arm alike).",
+        "- Intervals are Student-t 95% over seeds; all numbers are in results.json.",
         "",
     ]
     return "\n".join(lines)
@@ -1259,19 +1487,18 @@ def render(results: dict) -> str:
 def _plots(results: dict, shown: dict, workdir: str) -> dict[str, list[str]]:
     out = {}
     for name, ds in results["datasets"].items():
-        arms, th = ds["arms"], ds["threshold"]
+        arms, primary = ds["arms"], ds["primary_metric"]
         curves = {n: a["curve_mean"] for n, a in arms.items()}
         metrics = [m for m in ds["metrics"] if m in next(iter(curves.values()))]
         files = [
             studies.plot_curves(
-                os.path.join(workdir, f"{name}_quality_vs_{what}.png"),
+                os.path.join(workdir, f"{name}_quality_vs_steps.png"),
                 {m: (curves, m) for m in metrics},
-                x=x,
-                xlabel=f"training {x}",
-                title=f"{name}: quality vs {x} (mean, 95% CI band)",
-                hlines={th["metric"]: th["value"]},
+                x="step",
+                xlabel="training step",
+                title=f"{name}: quality vs steps (mean, 95% CI band; dashed: floor)",
+                hlines={primary: ds["floor"]["mean"]},
             )
-            for what, x in (("steps", "step"), ("seconds", "seconds"))
         ]
         sweeps = next(iter(arms.values()))["sweep"]
         if sweeps:
