@@ -36,26 +36,43 @@ def get_config(arg=None):
     c.num_seeds = 3
     c.datasets = "m1_yearly,elnino"
     c.data_dir = ""  # GluonTS benchmarks: data_dir/<gluonts name>/ (no downloads here)
-    c.arms = "fm,fm_gp,diffusion"
+    c.arms = "fm,fm_gp,diffusion,flowmap"
     c.baselines = "naive,ets"
     c.context_length = 0  # 0: the dataset's default (fj.data.SERIES[name].context_length)
     c.features = "log_scale"  # context features (fj.data.SeriesWindows); "observed" with padding
     # Padded training windows need >= 4 observed context points: a mean scale of 1-3 points
     # turns M1's short series into targets of up to 2e4 (fj.data.SeriesWindows).
     c.min_observed = 4
-    c.model = ml_collections.ConfigDict(dict(name="sequence", variant="small"))
+    # "last": windows are (z - z_last) / scale, forecasting the departure from naive; "": none.
+    c.loc = ""
+    c.model = ml_collections.ConfigDict(dict(name="sequence", variant="tiny"))
     c.train = ml_collections.ConfigDict(
-        dict(batch_size=64, num_steps=2000, steps_per_dispatch=100, ema=0.999)
+        dict(batch_size=64, num_steps=1000, steps_per_dispatch=100, ema=0.999)
     )
     c.optim = default.get_config().optim
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 100
     c.eval = ml_collections.ConfigDict(
-        dict(num_samples=100, nfe="1,2,4,8,16", eps_solver="dpm++2m", rtol=1e-3)
+        dict(
+            num_samples=50,
+            nfe="1,2,4,8,16",
+            eps_solver="dpm++2m",
+            rtol=1e-3,
+            # CRPS during training (curve_nfe fixed steps) at num_curve log-spaced steps; the
+            # threshold is threshold_factor x the best arm's final curve value.
+            num_curve=4,
+            curve_nfe=8,
+            threshold_factor=1.1,
+        )
     )
-    if "m1" in flags:  # M1 yearly alone (the published-target comparison), fewer steps
+    # The flow-map arm: LMD (Boffi et al. 2024) from the fm arm, warm-started from it.
+    c.flowmap = ml_collections.ConfigDict(dict(method="lmd", num_steps=500, lr=5e-4))
+    if "m1" in flags:  # M1 yearly alone (the published-target comparison), a larger run
         c.datasets = "m1_yearly"
-        c.train.num_steps = 1500
+        c.model.variant = "small"
+        c.train.num_steps = 3000
+        c.eval.num_samples = 100
+        c.flowmap.num_steps = 1000
     if "arima" in flags:
         c.baselines = "naive,ets,arima"
     if "gpu" in flags:
@@ -76,4 +93,6 @@ def get_config(arg=None):
         c.eval.num_samples = 8
         c.eval.nfe = "1,4"
         c.eval.rtol = 1e-3
+        c.eval.num_curve = 2
+        c.flowmap.num_steps = 20
     return c

@@ -584,6 +584,7 @@ def to_multivariate(ds: SeriesDataset, *, name: str | None = None) -> SeriesData
 
 
 FEATURES = ("observed", "log_scale", "phase")
+LOCS = (None, "last")
 
 
 class SeriesWindows:
@@ -622,6 +623,9 @@ class SeriesWindows:
         instance). A series too short for any such window still trains nothing but is
         forecast at test. 1 keeps every padded window.
       min_scale: floor of the scale.
+      loc: None (mean scaling alone, as DeepAR) or "last": subtract each window's last
+        observed context value before scaling, (z - z_last) / scale, so the model forecasts
+        the departure from the naive forecast (whose MASE is 1 step ahead by construction).
     """
 
     def __init__(
@@ -634,6 +638,7 @@ class SeriesWindows:
         min_past: int = 1,
         min_observed: int = 4,
         min_scale: float = 1e-10,
+        loc: str | None = None,
     ):
         if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)):
             raise ValueError(f"context_length must be a positive int; got {context_length!r}")
@@ -654,6 +659,9 @@ class SeriesWindows:
         self.features = tuple(feats)
         self.min_past = int(min_past)
         self.min_observed = int(min_observed)
+        if loc not in LOCS:
+            raise ValueError(f"loc must be one of {LOCS}; got {loc!r}")
+        self.loc = loc
         self.min_scale = float(min_scale)
         t, h = self.context_length, ds.horizon
         first_end = h + (min_past if pad else t)  # smallest window end (exclusive index)
@@ -739,7 +747,8 @@ class SeriesWindows:
         count = obs.sum(1, keepdims=True)
         mean_abs = np.abs(ctx).sum(1) / np.maximum(count, 1.0)
         scale = np.where(mean_abs > 0, np.maximum(mean_abs, self.min_scale), 1.0)
-        chans = [ctx / scale[:, None, :]]
+        loc = ctx[:, -1, :] if self.loc == "last" else np.zeros_like(scale)
+        chans = [(ctx - loc[:, None, :]) * obs[..., None] / scale[:, None, :]]
         if "observed" in self.features:
             chans.append(obs[..., None])
         if "log_scale" in self.features:
@@ -750,20 +759,24 @@ class SeriesWindows:
         if dyn is not None:
             chans.append(np.stack(dyn))
         return {
-            "x1": (target / scale[:, None, :]).astype(np.float32),
+            "x1": ((target - loc[:, None, :]) / scale[:, None, :]).astype(np.float32),
             "context": np.concatenate(chans, axis=-1).astype(np.float32),
             "scale": scale.astype(np.float32),
+            "loc": loc.astype(np.float32),
             "label": idx[:, 0].astype(np.int32),
         }
 
     @staticmethod
     def unscale(
-        samples: Float[np.ndarray, "n *sample h c"], scale: Float[np.ndarray, "n c"]
+        samples: Float[np.ndarray, "n *sample h c"],
+        scale: Float[np.ndarray, "n c"],
+        loc: Float[np.ndarray, "n c"] | None = None,
     ) -> np.ndarray:
-        """Scaled forecasts (n, [S,] H, C) back on the original scale."""
+        """Scaled forecasts (n, [S,] H, C) back on the original scale: x * scale + loc."""
         samples = np.asarray(samples, np.float64)
-        scale = np.asarray(scale, np.float64)
-        return samples * scale.reshape(len(scale), *([1] * (samples.ndim - 2)), scale.shape[-1])
+        shape = (len(scale), *([1] * (samples.ndim - 2)), np.shape(scale)[-1])
+        out = samples * np.asarray(scale, np.float64).reshape(shape)
+        return out if loc is None else out + np.asarray(loc, np.float64).reshape(shape)
 
 
 class WindowSource:
@@ -787,7 +800,7 @@ class WindowSource:
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         b = self.windows.windows(self.split, indices)
-        return b["x1"], b["label"], {"context": b["context"], "scale": b["scale"]}
+        return b["x1"], b["label"], {"context": b["context"], "scale": b["scale"], "loc": b["loc"]}
 
 
 def open_series(
@@ -800,6 +813,7 @@ def open_series(
     pad: bool | None = None,
     features: Sequence[str] = ("log_scale",),
     min_observed: int = 4,
+    loc: str | None = None,
 ) -> WindowSource:
     """`DatasetSpec.make_source` of a registered series dataset (see `SeriesWindows`).
 
@@ -814,5 +828,6 @@ def open_series(
         pad=(name == "m1_yearly") if pad is None else pad,
         features=features,
         min_observed=min_observed,
+        loc=loc,
     )
     return WindowSource(name, windows, split)

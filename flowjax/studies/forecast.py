@@ -39,7 +39,8 @@ import flowjax as fj
 from flowjax import studies
 from flowjax.data import SeriesDataset, SeriesWindows
 
-ARMS = ("fm", "fm_gp", "diffusion")
+ARMS = ("fm", "fm_gp", "diffusion", "flowmap")
+FLOWMAP_STEPS = (1, 2)  # the flow-map arm's jump counts (rows "flowmap_1", "flowmap_2")
 BASELINES = ("naive", "ets", "arima")
 METRICS = ("crps", "crps_energy", "mase", "smape", "nd", "nrmse", "crps_sum")
 # Published M1 yearly references (Monash archive ETS MASE; Chronos-T5-small wQL).
@@ -130,6 +131,51 @@ def _arm(name: str, net: studies.Network, shape: tuple[int, int]):
     return objective, path, "velocity", source
 
 
+class _Trainer(studies.SeedTrainer):
+    """`SeedTrainer` with evaluations during training and an optional warm start.
+
+    `train(stream, eval_at=, callback=, params=)` follows the shared `ArmTrainer.train`
+    interface: after the chunk that ends at each step of `eval_at`, `callback(step, state,
+    seconds)` with the training seconds so far (update calls only, synchronised; the one
+    compilation is timed apart, as `compile_seconds`).
+    """
+
+    def train(self, stream, *, eval_at=(), callback=None, params=None):
+        state = self.init(stream.seeds)
+        if params is not None:  # warm start; Adam's moments are zeros whatever the params
+            # Separate buffers: the update donates params and EMA.
+            state = state.replace(params=params, ema=(jax.tree.map(jnp.copy, params),))
+        losses, step, seconds, update = [], 0, 0.0, None
+        for chunk in stream:
+            chunk = {k: jnp.asarray(v) for k, v in chunk.items()}
+            if update is None:  # compiled ahead, so that `seconds` counts training alone
+                t0 = time.perf_counter()
+                update = self._update.lower(state, chunk).compile()
+                self.compile_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            state, metrics = update(state, chunk)
+            jax.block_until_ready(metrics["loss"])
+            seconds += time.perf_counter() - t0
+            losses.append(metrics["loss"])
+            step += stream.k
+            if callback is not None and step in eval_at:
+                callback(step, state, seconds)
+        self.train_seconds = seconds
+        return state, np.concatenate([np.asarray(v) for v in losses], axis=1)
+
+
+def _warm_start(teacher_params, student_params):
+    """The two-time student's parameters from its one-time teacher's (Boffi et al. 2024 start
+    distillation from the teacher): every shared weight copied, the s-embedding's last layer
+    zeroed, so at the start u(x, s, t) = v(x, t) and X(x, s, t) = x + (t - s) v(x, t)."""
+    s_embed = dict(student_params["cond"]["s_embed"])
+    s_embed["dense1"] = jax.tree.map(jnp.zeros_like, s_embed["dense1"])
+    num = jax.tree.leaves(student_params)[0].shape[0]
+    out = jax.tree.map(lambda x: jnp.broadcast_to(x, (num, *x.shape)), teacher_params)
+    out["cond"] = dict(out["cond"], s_embed=s_embed)
+    return out
+
+
 def _draw(field: Field, x0, solver: str, num_steps: int | None, rtol: float):
     if solver == "dopri5":
         x, info = fj.sampling.sample_ode(field, x0, solver="dopri5", rtol=rtol, atol=rtol)
@@ -153,6 +199,16 @@ def _check(config):
     bad = sorted(set(arms) - set(ARMS))
     if bad:
         raise ValueError(f"config.arms: unknown arm(s) {bad}; valid: {list(ARMS)}")
+    if "flowmap" in arms:
+        if "fm" not in arms:
+            raise ValueError("config.arms: the flowmap arm distils the fm arm; add fm to arms")
+        studies.check_positive(config.flowmap, "num_steps")
+        if config.flowmap.num_steps % config.train.steps_per_dispatch:
+            raise ValueError(
+                f"config.flowmap.num_steps={config.flowmap.num_steps} must be a multiple of "
+                f"config.train.steps_per_dispatch={config.train.steps_per_dispatch}"
+            )
+    studies.check_positive(config.eval, "num_curve", "curve_nfe")
     baselines = studies.names(config.baselines, "baselines") if config.baselines else []
     bad = sorted(set(baselines) - set(BASELINES))
     if bad:
@@ -161,10 +217,10 @@ def _check(config):
     return arms, baselines, nfe
 
 
-def _to_forecasts(samples_scaled, scale, n, s):
+def _to_forecasts(samples_scaled, test, n, s):
     """(N * S, H, C) scaled draws -> (N, S, H[, C]) on the original scale."""
     x = samples_scaled.reshape(n, s, *samples_scaled.shape[1:])
-    x = SeriesWindows.unscale(x, scale)
+    x = SeriesWindows.unscale(x, test["scale"], test["loc"])
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
@@ -184,6 +240,7 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
             pad=dataset == "m1_yearly",
             features=tuple(studies.names(config.features, "features")),
             min_observed=int(config.get("min_observed", 4)),
+            loc=config.get("loc") or None,
         )
         windows = SeriesWindows(ds, **win_kw)
         test = windows.windows("test")
@@ -218,46 +275,64 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
             "context_shape": list(windows.context_shape),
             "num_train_windows": windows.num_windows("train"),
             "arms": {},
+            "ensembles": {},
             "baselines": {},
         }
         fan: dict[str, np.ndarray] = {}
-        for arm in arms:
+        curve_steps = studies.eval_steps(
+            config.train.steps_per_dispatch, config.train.num_steps, int(config.eval.num_curve)
+        )
+        teacher = None
+        for arm in [a for a in arms if a != "flowmap"]:
             t0 = time.perf_counter()
             objective, path, kind, source = _arm(arm, net, windows.target_shape)
-            trainer = studies.SeedTrainer(
+            trainer = _Trainer(
                 objective, net, config.optim, config.train.num_steps, ema_decay=config.train.ema
             )
-            state, losses = trainer.train(stream)
-            train_s = time.perf_counter() - t0
-            per_seed, curve = [], {n_: [] for n_ in nfe_grid}
-            for i, seed in enumerate(seeds):
+            # The same noise for every arm of one source kind and seed (paired comparisons).
+            x0s = [
+                source.sample(jax.random.key(10_000 + seed), (n * s, *windows.target_shape))
+                for seed in seeds
+            ]
+            fixed = "euler" if kind == "velocity" else config.eval.eps_solver
+            train_curve: dict[str, list] = {"step": [], "seconds": [], "crps": []}
+
+            on_eval = functools.partial(
+                _record_curve,
+                train_curve,
+                (net.apply_fn, context, kind, path),
+                (x0s, fixed, int(config.eval.curve_nfe), config.eval.rtol),
+                (test, target_out),
+            )
+            state, losses = trainer.train(stream, eval_at=curve_steps, callback=on_eval)
+            train_s = trainer.train_seconds
+            per_seed, curve, pooled = [], {n_: [] for n_ in nfe_grid}, []
+            for i in range(len(seeds)):
                 params = studies.unstack(state.ema[0], i)
                 field = Field(net.apply_fn, params, context, kind, path)
-                x0 = source.sample(jax.random.key(10_000 + seed), (n * s, *windows.target_shape))
-                x, nfe = _draw(field, x0, "dopri5", None, config.eval.rtol)
-                fc = _to_forecasts(x, test["scale"], n, s)
+                x, nfe = _draw(field, x0s[i], "dopri5", None, config.eval.rtol)
+                fc = _to_forecasts(x, test, n, s)
                 metrics = score(fc)
                 metrics["nfe"] = nfe
                 per_seed.append(metrics)
-                fixed = "euler" if kind == "velocity" else config.eval.eps_solver
                 for steps in nfe_grid:
-                    xs, _ = _draw(field, x0, fixed, steps, config.eval.rtol)
-                    curve[steps].append(
-                        fj.metrics.crps(_to_forecasts(xs, test["scale"], n, s), target_out)
-                    )
+                    xs, _ = _draw(field, x0s[i], fixed, steps, config.eval.rtol)
+                    curve[steps].append(fj.metrics.crps(_to_forecasts(xs, test, n, s), target_out))
+                pooled.append(fc)
                 if i == 0:
                     fan[arm] = fc
-                    np.savez(
-                        os.path.join(out_dir, f"forecasts_{arm}.npz"),
-                        series=np.asarray(series_names),
-                        samples=fc,
-                        target=target_out,
-                    )
+                    _save(out_dir, arm, series_names, fc, target_out)
+            # The seeds' forecasts pooled into one ensemble of S x seeds paths per window.
+            entry["ensembles"][arm] = score(np.concatenate(pooled, axis=1))
+            if arm == "fm":
+                teacher = (studies.unstack(state.ema[0], 0), per_seed[0]["crps"], x0s)
             finals = {m: studies.mean_ci([p[m] for p in per_seed]) for m in per_seed[0]}
             entry["arms"][arm] = {
                 "final": finals,
                 "crps_vs_nfe": {str(k): studies.mean_ci(v) for k, v in curve.items()},
-                "fixed_solver": "euler" if kind == "velocity" else config.eval.eps_solver,
+                "fixed_solver": fixed,
+                # CRPS (curve_nfe fixed steps) during training, one list per evaluation.
+                "curve": {**train_curve, "nfe": int(config.eval.curve_nfe), "solver": fixed},
                 "final_loss": studies.mean_ci(losses[:, -100:].mean(1)),
                 "seconds": time.perf_counter() - t0,
                 "train_seconds": train_s,
@@ -267,6 +342,34 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
                 + (f", mase {studies.fmt_ci(finals['mase'])}" if "mase" in finals else "")
                 + f" ({time.perf_counter() - t0:.0f} s)"
             )
+        if "flowmap" in arms:
+            t0 = time.perf_counter()
+            maps = _flowmap_arms(
+                config,
+                net,
+                windows,
+                teacher,
+                context,
+                test,
+                score,
+                seeds,
+                nfe_grid,
+                stream if int(config.flowmap.num_steps) == int(config.train.num_steps) else None,
+                dict(dataset=dataset, data_dir=data_dir, **win_kw),
+            )
+            for name, a in maps.items():
+                entry["arms"][name] = a
+                log(
+                    f"[{dataset}] {name}: crps {studies.fmt_ci(a['final']['crps'])}, "
+                    f"{a['teacher_ratio']['ratio']:.3f}x the teacher's "
+                    f"({time.perf_counter() - t0:.0f} s)"
+                )
+            fc = maps[f"flowmap_{FLOWMAP_STEPS[0]}"].pop("forecasts")
+            fan["flowmap"] = fc
+            _save(out_dir, "flowmap", series_names, fc, target_out)
+            for a in maps.values():
+                a.pop("forecasts", None)
+        entry["to_threshold"] = _to_threshold(entry["arms"], float(config.eval.threshold_factor))
         for base in baselines:
             t0 = time.perf_counter()
             fc = baseline_forecast(ds, base)
@@ -274,17 +377,173 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
             metrics["seconds"] = time.perf_counter() - t0
             entry["baselines"][base] = metrics
             fan[base] = fc
-            np.savez(
-                os.path.join(out_dir, f"forecasts_{base}.npz"),
-                series=np.asarray(series_names),
-                samples=fc,
-                target=target_out,
-            )
+            _save(out_dir, base, series_names, fc, target_out)
             log(f"[{dataset}] {base}: crps {metrics['crps']:.4f}, mase {metrics['mase']:.3f}")
         entry["verdicts"] = _verdicts(dataset, entry)
         entry["fan_chart"] = _fan_chart(dataset, fan, pasts, target_out, series_names, workdir)
         record.add(dataset, entry, verdicts=entry.pop("verdicts"), num_seeds=len(seeds))
     return record.finish(workdir, render=_render)
+
+
+def _record_curve(curve, model, sampler, data, step, state, seconds):
+    """`_Trainer` callback: every seed's CRPS at `step` with a fixed-step sampler."""
+    apply_fn, context, kind, path = model
+    x0s, solver, nfe, rtol = sampler
+    test, target = data
+    n = len(test["scale"])
+    curve["step"].append(step)
+    curve["seconds"].append(seconds)
+    row = []
+    for i, x0 in enumerate(x0s):
+        field = Field(apply_fn, studies.unstack(state.ema[0], i), context, kind, path)
+        xs, _ = _draw(field, x0, solver, nfe, rtol)
+        row.append(fj.metrics.crps(_to_forecasts(xs, test, n, len(x0) // n), target))
+    curve["crps"].append(row)
+
+
+def _save(out_dir, arm, series_names, samples, target):
+    np.savez(
+        os.path.join(out_dir, f"forecasts_{arm}.npz"),
+        series=np.asarray(series_names),
+        samples=samples,
+        target=target,
+    )
+
+
+def _flowmap_arms(
+    config, net, windows, teacher, context, test, score, seeds, nfe_grid, stream, stream_kwargs
+) -> dict:
+    """A flow map X(x, s, t) distilled from the fm arm (seed 0's EMA, the teacher of every
+    student seed) on the same SequenceNet with a second time, warm-started from the teacher,
+    sampled with 1 and 2 jumps (`fj.flowmaps.sample`) from the fm arm's noise."""
+    from flowjax.flowmaps.teacher import VelocityTeacher
+
+    if teacher is None:
+        raise ValueError("the flowmap arm distils the fm arm; add fm to config.arms")
+    teacher_params, teacher_crps, x0s = teacher
+    fm_cfg = config.flowmap
+    path = fj.paths.CondOT()
+    student = studies.build_network(
+        config.model.name,
+        config.model.variant,
+        windows.target_shape,
+        context_shape=windows.context_shape,
+        two_times=True,
+    )
+    velocity = VelocityTeacher(net.apply_fn, teacher_params, "velocity", path)
+    objective = fj.objectives.make_objective(
+        fm_cfg.method, model=student.apply_fn, path=path, teacher=velocity
+    )
+    optim = config.optim.copy_and_resolve_references()
+    optim.lr = float(fm_cfg.lr)
+    num_steps = int(fm_cfg.num_steps)
+    trainer = _Trainer(objective, student, optim, num_steps, ema_decay=config.train.ema)
+    if stream is None:
+        kw = dict(stream_kwargs)
+        stream = studies.BatchStream(
+            kw.pop("dataset"),
+            seeds,
+            config.train.batch_size,
+            num_steps,
+            config.train.steps_per_dispatch,
+            keys=("x1", "context"),
+            **kw,
+        )
+    t0 = time.perf_counter()
+    warm = _warm_start(teacher_params, trainer.init(seeds).params)
+    state, losses = trainer.train(stream, params=warm)
+    n = len(test["scale"])
+    s = len(x0s[0]) // n
+    ks = sorted(set(FLOWMAP_STEPS) | set(nfe_grid))
+    per_k: dict[int, list] = {k: [] for k in ks}
+    first = None
+    for i in range(len(seeds)):
+        X = fj.flowmaps.as_callable(
+            student.apply_fn, studies.unstack(state.ema[0], i), context=context
+        )
+        for k in ks:
+            fc = _to_forecasts(np.asarray(fj.flowmaps.sample(X, x0s[i], num_steps=k)), test, n, s)
+            m = (
+                score(fc)
+                if k in FLOWMAP_STEPS
+                else {"crps": fj.metrics.crps(fc, score.keywords["target"])}
+            )
+            per_k[k].append(m | {"nfe": float(k)})
+            if i == 0 and k == FLOWMAP_STEPS[0]:
+                first = fc
+    seconds = time.perf_counter() - t0
+    out = {}
+    for k in FLOWMAP_STEPS:
+        finals = {m: studies.mean_ci([p[m] for p in per_k[k]]) for m in per_k[k][0]}
+        out[f"flowmap_{k}"] = {
+            "final": finals,
+            "crps_vs_nfe": {
+                str(j): studies.mean_ci([p["crps"] for p in per_k[j]]) for j in nfe_grid
+            },
+            "fixed_solver": "jumps",
+            "method": fm_cfg.method,
+            "teacher": "fm (seed 0, dopri5)",
+            "teacher_crps": teacher_crps,
+            "teacher_ratio": studies.ratio_to(finals["crps"], teacher_crps),
+            "distill_steps": num_steps,
+            "final_loss": studies.mean_ci(losses[:, -100:].mean(1)),
+            "seconds": seconds,
+            "train_seconds": trainer.train_seconds,
+            "forecasts": first,
+        }
+    return out
+
+
+def _to_threshold(arms: dict, factor: float) -> dict:
+    """Training steps and seconds each arm needs to reach factor x the best final curve CRPS
+    (the same fixed-step sampler all along), and fm vs diffusion at equal training steps."""
+    curves = {a: v["curve"] for a, v in arms.items() if v.get("curve", {}).get("step")}
+    if not curves:
+        return {}
+    last = {a: float(np.mean(c["crps"][-1])) for a, c in curves.items()}
+    best = min(last, key=last.get)
+    value = factor * last[best]
+    out = {
+        "metric": "crps",
+        "value": value,
+        "rule": f"{factor} x the best final curve crps ({best}: {last[best]:.4g})",
+        "arms": {},
+    }
+    for a, c in curves.items():
+        per_seed = np.asarray(c["crps"]).T  # (S, evaluations)
+        steps = [studies.steps_to_threshold(c["step"], v, value) for v in per_seed]
+        secs = [studies.value_at_step([0, *c["step"]], [0.0, *c["seconds"]], st) for st in steps]
+        out["arms"][a] = {
+            "steps": {**studies.mean_ci(steps), "per_seed": steps},
+            "seconds": {**studies.mean_ci(secs), "per_seed": secs},
+            "n_reached": sum(v is not None for v in steps),
+        }
+    if "fm" in curves and "diffusion" in curves:
+        fm, df = out["arms"]["fm"], out["arms"]["diffusion"]
+        end = float(curves["fm"]["step"][-1])
+        out["fm_vs_diffusion"] = {
+            # > 1: fm needs fewer steps (seconds) than diffusion.
+            "steps_speedup": studies.paired_log_ratio(
+                df["steps"]["per_seed"], fm["steps"]["per_seed"]
+            ),
+            "steps_speedup_censored": studies.censored_log_ratio(
+                df["steps"]["per_seed"], fm["steps"]["per_seed"], end
+            ),
+            "seconds_speedup": studies.paired_log_ratio(
+                df["seconds"]["per_seed"], fm["seconds"]["per_seed"]
+            ),
+            # fm / diffusion crps at each evaluation step (same steps, same batches).
+            "crps_ratio_at_step": {
+                str(st): studies.paired_log_ratio(a, b)
+                for st, a, b in zip(
+                    curves["fm"]["step"],
+                    curves["fm"]["crps"],
+                    curves["diffusion"]["crps"],
+                    strict=True,
+                )
+            },
+        }
+    return out
 
 
 def _verdicts(dataset: str, entry: dict) -> list[dict]:
@@ -312,6 +571,42 @@ def _verdicts(dataset: str, entry: dict) -> list[dict]:
                 "the GP source lowers fm's crps (fm_gp / fm < 1)", "crps", ratio, above=False
             )
         )
+    if "fm" in arms and "diffusion" in arms:
+        for k in arms["fm"]["crps_vs_nfe"]:
+            ratio = studies.paired_log_ratio(
+                arms["fm"]["crps_vs_nfe"][k]["values"],
+                arms["diffusion"]["crps_vs_nfe"][k]["values"],
+            )
+            out.append(
+                studies.verdict(
+                    f"at {k} sampling steps fm's crps ({arms['fm']['fixed_solver']}) is lower than "
+                    f"diffusion's ({arms['diffusion']['fixed_solver']})",
+                    "crps",
+                    ratio,
+                    above=False,
+                )
+            )
+    vs = entry.get("to_threshold", {}).get("fm_vs_diffusion")
+    if vs:
+        out.append(
+            studies.verdict(
+                "fm reaches the crps threshold in fewer training steps than diffusion "
+                "(speed-up diffusion / fm > 1)",
+                "crps",
+                vs["steps_speedup"],
+            )
+        )
+    for k in FLOWMAP_STEPS:
+        if f"flowmap_{k}" in arms:
+            out.append(
+                studies.verdict(
+                    f"the {k}-step flow map's crps is within 1.1x its teacher's (fm, dopri5)",
+                    "crps",
+                    arms[f"flowmap_{k}"]["teacher_ratio"],
+                    threshold=1.1,
+                    above=False,
+                )
+            )
     ets = entry["baselines"].get("ets")
     best = min(arms, key=lambda a: arms[a]["final"]["crps"]["mean"]) if arms else None
     if ets is not None and best is not None:
@@ -399,6 +694,15 @@ def _render(r: dict) -> str:
         ]
         rows += [
             [
+                f"{arm} ({d['num_seeds']}-seed ensemble)",
+                *[studies.fmt(v.get(m, math.nan)) for m in metrics],
+                "-",
+                "-",
+            ]
+            for arm, v in d.get("ensembles", {}).items()
+        ]
+        rows += [
+            [
                 f"{b} (statsforecast)",
                 *[studies.fmt(v.get(m, math.nan)) for m in metrics],
                 "-",
@@ -417,11 +721,70 @@ def _render(r: dict) -> str:
                         arm,
                         a["fixed_solver"],
                         *[studies.fmt(a["crps_vs_nfe"][k]["mean"]) for k in nfes],
-                        studies.fmt(a["final"]["crps"]["mean"]),
+                        "-" if arm.startswith("flowmap") else studies.fmt_ci(a["final"]["crps"]),
                     ]
                     for arm, a in d["arms"].items()
+                    if arm != "flowmap_2"
                 ],
             ) + [""]
+        maps = [a for a in d["arms"] if a.startswith("flowmap")]
+        if maps:
+            a0 = d["arms"][maps[0]]
+            lines += [
+                f"Flow map ({a0['method']}, {a0['distill_steps']} steps, warm-started from its "
+                f"teacher {a0['teacher']}, crps {studies.fmt(a0['teacher_crps'])}); ratio to "
+                "the teacher's crps:",
+                "",
+            ]
+            lines += studies.table(
+                ["jumps", "crps", "ratio to teacher"],
+                [
+                    [
+                        m.split("_")[1],
+                        studies.fmt_ci(d["arms"][m]["final"]["crps"]),
+                        studies.fmt_ratio(d["arms"][m]["teacher_ratio"]),
+                    ]
+                    for m in maps
+                ],
+            ) + [""]
+        th = d.get("to_threshold") or {}
+        if th:
+            a0 = next(a for a in d["arms"].values() if a.get("curve"))
+            lines += [
+                f"Training steps to a crps threshold of {studies.fmt(th['value'])} ({th['rule']}; "
+                f"crps with {a0['curve']['nfe']} fixed steps, evaluated at steps "
+                f"{a0['curve']['step']}):",
+                "",
+            ]
+            lines += studies.table(
+                ["arm", "steps", "train seconds", "seeds reached"],
+                [
+                    [
+                        a,
+                        studies.fmt_ci(v["steps"]),
+                        studies.fmt_ci(v["seconds"]),
+                        str(v["n_reached"]),
+                    ]
+                    for a, v in th["arms"].items()
+                ],
+            ) + [""]
+            vs = th.get("fm_vs_diffusion")
+            if vs:
+                cens = vs.get("steps_speedup_censored")
+                lines += [
+                    f"fm vs diffusion: steps speed-up (diffusion / fm) "
+                    f"{studies.fmt_ratio(vs['steps_speedup'])}"
+                    + (
+                        f" (censored seeds: {cens['kind']} bound {cens['bound']:.2f})"
+                        if cens
+                        else ""
+                    )
+                    + "; crps ratio fm / diffusion at equal training steps: "
+                    + ", ".join(
+                        f"{k}: {studies.fmt_ratio(r)}" for k, r in vs["crps_ratio_at_step"].items()
+                    ),
+                    "",
+                ]
         lines += studies.verdict_table(d["verdicts"]) + [""]
         if d.get("fan_chart"):
             lines += [f"![fan chart]({d['fan_chart']})", ""]
