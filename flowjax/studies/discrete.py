@@ -151,7 +151,9 @@ def make_judge(config, name: str) -> Judge:
             return {"tv": float(analytic.tv(x, chain)), "kl": float(analytic.kl(x, chain))}
 
         floor = score(chain.sample(jax.random.key(99), n))["tv"]
-        return Judge(name, o.vocab_size, o.length, "tv", score, floor, None, chain=chain)
+        ref = np.asarray(chain.sample(jax.random.key(97), 50_000))
+        base = score(_independent(jax.random.key(96), ref, n))["tv"]
+        return Judge(name, o.vocab_size, o.length, "tv", score, floor, base, chain=chain)
     from flowjax.data import _tokens
 
     key = jax.random.key(98)
@@ -190,6 +192,12 @@ def make_judge(config, name: str) -> Judge:
 
 
 # ---------------------------------------------------------------- training with evaluations
+
+
+def threshold(config, judge) -> float:
+    """`config.thresholds[dataset]`; 0 or less: the position-wise independent baseline."""
+    value = float(config.thresholds[judge.name])
+    return value if value > 0 else float(judge.baseline)
 
 
 def train_with_curve(trainer, stream, eval_at, evaluate):
@@ -238,7 +246,7 @@ def _run_arm(config, judge, arm, net, seeds, eval_at, log):
         ]
         per_k[str(k)] = {m: studies.mean_ci([c[m] for c in cells]) for m in cells[0]}
     curve = np.asarray(curve).T  # (S, E)
-    thr = float(config.thresholds[judge.name])
+    thr = threshold(config, judge)
     reach = [studies.steps_to_threshold(eval_at, c, thr) for c in curve]
     out = {
         "curve": {
@@ -297,7 +305,7 @@ def _steps_verdict(a, b, finals, last, metric, thr):
 def _verdicts(config, judge, finals):
     m, out = judge.metric, []
     k_lo, k_hi = str(min(config.sample_steps)), str(max(config.sample_steps))
-    thr, last = float(config.thresholds[judge.name]), float(config.num_steps)
+    thr, last = threshold(config, judge), float(config.num_steps)
     for pair in studies.names(config.pairs, "pairs"):
         a, b = pair.split(":")
         if a not in finals or b not in finals:
@@ -393,22 +401,36 @@ def _flowmap_verdicts(fm):
 # ---------------------------------------------------------------- the study
 
 
+def dataset_config(config, name: str):
+    """The config with `config.overrides[name]` (if any) applied: per-dataset sizes."""
+    cfg = config.copy_and_resolve_references()
+    over = config.get("overrides", {}).get(name)
+    if over:
+        with cfg.unlocked():
+            cfg.update(over)
+    cfg.thresholds = config.thresholds
+    return cfg
+
+
 def run(config, workdir, *, log=print, command=None):
     """Runs the study; returns the results dict (also written to workdir)."""
-    studies.check_positive(
-        config, "num_seeds", "num_steps", "batch_size", "eval_samples", "curve_steps", "num_evals"
-    )
     seeds = [config.seed + i for i in range(config.num_seeds)]
     record = studies.Record("discrete", config, seeds, command)
     arms = studies.names(config.arms, "arms", list(ARMS))
-    eval_at = studies.eval_steps(config.steps_per_dispatch, config.num_steps, config.num_evals)
     for name in studies.names(config.datasets, "datasets"):
-        judge = make_judge(config, name)
         if name not in config.thresholds:
             raise ValueError(f"config.thresholds has no entry for dataset {name!r}")
+        config_all, config = config, dataset_config(config, name)
+        studies.check_positive(
+            config, "num_seeds", "num_steps", "batch_size", "eval_samples", "curve_steps",
+            "num_evals",
+        )  # fmt: skip
+        eval_at = studies.eval_steps(config.steps_per_dispatch, config.num_steps, config.num_evals)
+        judge = make_judge(config, name)
         net = studies.build_network(
-            "token_transformer", config.variant, (judge.length,), vocab_size=judge.vocab
-        )
+            "token_transformer", config.variant, (judge.length,), vocab_size=judge.vocab,
+            **dict(config.get("model", {})),
+        )  # fmt: skip
         finals = {}
         for arm_name in arms:
             log(f"[{name}] training {arm_name} ({len(seeds)} seeds x {config.num_steps} steps)")
@@ -422,7 +444,7 @@ def run(config, workdir, *, log=print, command=None):
             "length": judge.length,
             "floor": judge.floor,
             "baseline": judge.baseline,
-            "threshold": float(config.thresholds[name]),
+            "threshold": threshold(config, judge),
         }
         if judge.chain is None:
             ds["unigram_bpt"] = _unigram_bpt(
@@ -433,8 +455,17 @@ def run(config, workdir, *, log=print, command=None):
             log(f"[{name}] distilling the flow map from the exact teacher")
             ds["flowmap"] = fm = _flowmap(config, judge.chain, seeds, log)
             verdicts += _flowmap_verdicts(fm)
+        ds["config"] = {
+            k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+            for k in _SIZES
+            if k in config
+        }
         record.add(name, ds, verdicts=verdicts, num_seeds=len(seeds))
-    return record.finish(workdir, render=lambda r: _render(r, config), plots=_plots)
+        config = config_all
+    return record.finish(workdir, render=_render, plots=_plots)
+
+
+_SIZES = ("num_steps", "batch_size", "eval_samples", "curve_steps", "sample_steps", "model")
 
 
 def _summary(cell, judge, config):
@@ -450,7 +481,7 @@ def _fmt_steps(values):
     return " / ".join("—" if v is None else f"{v:.0f}" for v in values)
 
 
-def _render(r, config) -> str:
+def _render(r) -> str:
     lines = ["# Discrete flow matching vs masked diffusion vs one-hot flow matching", ""]
     lines += [*studies.machine_lines(r), ""]
     for name, ds in r["datasets"].items():
