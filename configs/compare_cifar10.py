@@ -11,12 +11,16 @@ These machines have no internet, so it is not run in tests.
       --config.base.data.data_dir=$HOME/tensorflow_datasets \
       --config.metrics.inception_path=$HOME/pt_inception-2015-12-05-6726825d.pth
 
-Expected runtime: 4 arms x 2 seeds x 100k steps, about 8 GPU-days on one A100-class GPU (a
-day on 8, with `base.mesh.data=-1` using them all); every evaluation draws 5,000 samples
-(Heun, 50 steps) for FID against 10,000 test images. Expected result: FIDs in the tens after
-100k steps for every arm (published full-length runs reach ~3-4); report.md gives the steps
-and hours each arm needs to reach 2x the best final FID and the speed-ups over DDPM with
-95% intervals (with 2 seeds the intervals are wide: use num_seeds >= 3 for a claim).
+Expected cost (an ESTIMATE from FLOPs per step, not a measurement): XLA's cost analysis of
+the lowered U-Net gives 11.7 GFLOP per image forward and 4.48 TFLOP per training step at batch
+128. At an assumed 125 TFLOP/s sustained (40% of an A100's dense bf16 peak) that is ~36 ms
+per (arm, seed) step: 100k steps ~1 GPU-hour per (arm, seed), ~12 GPU-hours for 4 arms x 3
+seeds; evaluation (5,000 samples x 50 NFE at each of 8 evaluations, ~23 s each, and the
+sweep of 6 samplers at 4 + 8 + 16 + 32 NFE, ~3 minutes per (arm, seed)) adds ~1.2 GPU-hours.
+About 13 A100-hours in all (the FID floor: 5,000 training images vs the 10,000 test images,
+3 times). Expected result: FIDs in the tens after 100k steps for every arm (published
+full-length runs reach ~3-4); report.md gives the steps and hours each arm needs to reach each
+multiple of the FID floor it reaches, and the speed-ups over DDPM with 95% intervals.
 """
 
 import ml_collections

@@ -13,14 +13,15 @@ internet, no accelerator); its smoke variant is built and checked in tests.
       --config.base.data.data_dir=$HOME/tensorflow_datasets \
       --config.metrics.inception_path=$HOME/pt_inception-2015-12-05-6726825d.pth
 
-Expected cost (an ESTIMATE from FLOPs per step, not a measurement): XLA's cost analysis of the
-U-Net's forward and backward at batch 128 on CPU gives the FLOPs quoted in
-configs/compare_cifar10.py; at batch 256 a step costs twice that. At 40% of an H100's dense
-bf16 peak (~400 TFLOP/s effective) that is about 0.1 s per (arm, seed) step, so 4 arms x 3
-seeds x 200k steps is ~70 GPU-hours, plus evaluation: every evaluation draws 5,000 samples
-per (arm, seed) at 50 NFE (~1/3 of a training step's FLOPs per 128 samples and NFE... about
-2 minutes each on that GPU), 8 evaluations and the sweep: ~10 more GPU-hours. Use
-`base.mesh.data=-1` to spread the batch over all devices of a host.
+Expected cost (an ESTIMATE from FLOPs per step, not a measurement): XLA's cost analysis of
+the lowered U-Net (36.3M parameters with the class embedding) gives 11.7 GFLOP per image
+forward and 4.48 TFLOP per training step at batch 128, so 8.96 TFLOP per step at batch 256.
+At an assumed 125 TFLOP/s sustained (40% of an A100's dense bf16 peak) that is ~72 ms per
+(arm, seed) step: 200k steps ~4 GPU-hours per (arm, seed), ~48 GPU-hours for 4 arms x 3
+seeds. Evaluation: 5,000 samples x 50 NFE x 11.7 GFLOP ~2.9 PFLOP (~25 s) per (arm, seed)
+and evaluation, x 8 evaluations, plus the sweep (6 samplers at 4 + 8 + 16 + 32 NFE:
+~21 PFLOP, ~3 minutes per (arm, seed)): ~1.3 GPU-hours. About 50 A100-hours in all; spread a
+(arm, seed) batch over a host's devices with `base.mesh.data=-1`.
 
 Expected result: FIDs in the tens after 200k steps (published ImageNet-32 models trained 10x
 longer reach single digits); report.md gives the steps and hours each arm needs to reach each
