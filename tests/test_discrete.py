@@ -586,6 +586,14 @@ def test_study_metrics_and_censored_steps_verdict():
     assert v([None, None, None], [50, 60, 55])["verdict"] == "not supported"
     assert v([300, 380, 390], [None, None, 100])["verdict"] == "not significant"
     assert v([50, 60, 55], [None, None, None])["censored"] == {"a": 0, "b": 3}
+    import ml_collections
+
+    c = ml_collections.ConfigDict(dict(num_steps=400, model={}, thresholds={"x": 0.0}))
+    c.overrides = {"digits_tokens": {"num_steps": 300, "model": {"depth": 1}}}
+    c.lock()
+    d = study.dataset_config(c, "digits_tokens")
+    assert d.num_steps == 300 and d.model.depth == 1 and c.num_steps == 400
+    assert study.dataset_config(c, "oracle").num_steps == 400
 
 
 def test_discrete_modules_raise_no_warnings():
