@@ -15,17 +15,20 @@ Variants: `smoke` (oracle only, three arms, 20 steps); `full` (adds the CE arms 
 uniform_ce); `flowmap` (the flow map alone: 3000 distillation steps, batch 256, 4096 samples).
 
 Budget (2026-12-04, the shared 2-core CPU under load average 20-30, jax 0.10.2; each dataset run
-as its own process, `--config.datasets=NAME`, under `/usr/bin/time -v`): about 50 s CPU per arm
-on the oracle, 45 on digits tokens, 40 on pydoc text (most of it compiling one train step and one
-sampler per arm), i.e. a projected ~300 + 195 + 175 = ~670 s CPU for the default, ~8.5 minutes
-of quiet wall (CPU / 1.3). The runs did not finish within the session (wall ~10x CPU under that
-load), so the total is projected from the arms that did; confirm on a quiet machine.
-Expected at this budget: on the oracle, TV at 64 steps 0.071 (mask_gkl) and 0.109 (uniform_gkl)
-against an exact-sample floor of ~0.05 at 2048 samples; on digits, mask_gkl's ELBO 2.45 +- 0.02
-bits/token (unigram 2.98) while its digits FD (~197) only matches the position-wise independent
-baseline (196; data floor ~12 at 1024 samples): the tiny 300-step models learn the per-token
-statistics long before images. The embedded default is a small, honest budget, not a converged
-comparison; `smoke` took 104 s CPU (2 seeds, 3 arms, 20 steps, flow map 20 steps).
+as its own process, `--config.datasets=NAME`, under `/usr/bin/time -v`): about 55 s CPU per arm
+on the oracle, 50 on digits tokens and on pydoc text (most of it compiling one train step and
+one sampler per arm), i.e. a projected ~300 + 215 + 225 = ~740 s CPU for the default, ~9.5
+minutes of quiet wall (CPU / 1.3): at the limit. The runs did not finish within the session
+(wall ~10x CPU under that load), so the total is projected from the arms that did; confirm on
+a quiet machine, and drop pydoc_text (`--config.datasets=oracle,digits_tokens`) if it is over.
+Expected at this budget (means over 3 seeds): on the oracle, TV at 64 steps 0.071 (mask_gkl),
+0.080 (mdlm), 0.109 (uniform_gkl) against an exact-sample floor of ~0.05 at 2048 samples; on
+digits, mask_gkl's ELBO 2.45 +- 0.02 bits/token (unigram 2.98; the uniform-source ELBO is far
+looser, 9 +- 11), while the digits FD (mask_gkl ~197, uniform_gkl ~157 at 16 steps) is near the
+position-wise independent baseline (196; data floor ~12 at 1024 samples): the tiny 300-step
+models learn per-token statistics long before images. The embedded default is a small, honest
+budget, not a converged comparison; `smoke` took 104 s CPU (2 seeds, 3 arms, 20 steps, flow map
+20 steps).
 Earlier `flowmap` variant (2 seeds): flow-map TV after 1 / 2 / 4 / 8 jumps 0.088 / 0.051 / 0.039 /
 0.031 against the exact teacher's 0.625 / 0.335 / 0.182 / 0.095 (234 s CPU).
 """

@@ -495,6 +495,7 @@ def test_token_transformer_embeds_one_hot_floats_as_the_id_lookup():
         depth=1, freq_dim=32,
     )  # fmt: skip
     apply_fn, params = fj.models.functional(net)
+    apply_fn = jax.jit(apply_fn)  # compiled: far cheaper than op-by-op here
     leaves, tree = jax.tree.flatten(params)  # a non-zero head, so the output depends on x
     keys = jax.random.split(jax.random.key(0), len(leaves))
     noisy = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
