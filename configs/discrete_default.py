@@ -15,12 +15,9 @@ Variants: `smoke` (oracle only, three arms, 20 steps); `full` (adds the CE arms 
 uniform_ce); `flowmap` (the flow map alone: 3000 distillation steps, batch 256, 4096 samples).
 
 Budget (2026-12-04, the shared 2-core CPU under load average 20-30, jax 0.10.2; each dataset run
-as its own process, `--config.datasets=NAME`, under `/usr/bin/time -v`): about 55 s CPU per arm
-on the oracle, 50 on digits tokens and on pydoc text (most of it compiling one train step and
-one sampler per arm), i.e. a projected ~300 + 215 + 225 = ~740 s CPU for the default, ~9.5
-minutes of quiet wall (CPU / 1.3): at the limit. The runs did not finish within the session
-(wall ~10x CPU under that load), so the total is projected from the arms that did; confirm on
-a quiet machine, and drop pydoc_text (`--config.datasets=oracle,digits_tokens`) if it is over.
+as its own process, `--config.datasets=NAME`, under `/usr/bin/time -v`): oracle 293 s CPU,
+digits_tokens 213 s, pydoc_text 164 s: 670 s CPU in all (three start-ups included), ~8.6
+minutes of quiet wall (CPU / 1.3); the wall under that load was 38-50 minutes per process.
 Expected at this budget (means over 3 seeds): on the oracle, TV at 64 steps 0.071 (mask_gkl),
 0.080 (mdlm), 0.109 (uniform_gkl) against an exact-sample floor of ~0.05 at 2048 samples; on
 digits, mask_gkl's ELBO 2.45 +- 0.02 bits/token (unigram 2.98; the uniform-source ELBO is far
