@@ -203,10 +203,21 @@ def _numbers(results):
     return clean(results)
 
 
-def test_scaling_smoke_schema_and_reproducible(tmp_path):
-    cfg = _scaling_smoke()
-    r1 = scaling.run(cfg, str(tmp_path / "a"), log=lambda *_: None)
-    on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
+@pytest.fixture(scope="module")
+def scaling_smoke(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("scal")
+    results = scaling.run(_scaling_smoke(), str(workdir), log=lambda *_: None)
+    return workdir, results
+
+
+def _same(a, b):
+    a, b = (None if v is None or not math.isfinite(v) else v for v in (a, b))  # NaN -> null
+    return (a is None and b is None) or (a is not None and b is not None and a == pytest.approx(b))
+
+
+def test_scaling_smoke_writes_the_schema(scaling_smoke):
+    workdir, _ = scaling_smoke
+    on_disk = json.loads((workdir / "results.json").read_text())
     assert set(on_disk["datasets"]) == {"gmm_d2", "trend"}
     for ds in on_disk["datasets"].values():
         assert ds["num_seeds"] == 2 and ds["verdicts"]
@@ -216,23 +227,28 @@ def test_scaling_smoke_schema_and_reproducible(tmp_path):
     d2 = on_disk["datasets"]["gmm_d2"]
     assert len(d2["arms"]["fm"]["kl_by_seed"]) == 2
     assert all(isinstance(n, int) and n > 0 for n in d2["arms"]["ddpm"]["nfe_by_seed"])
-    report = (tmp_path / "a" / "report.md").read_text()
+    report = (workdir / "report.md").read_text()
     assert report.splitlines()[2].startswith("| claim |")  # opens with the verdict table
-    assert (tmp_path / "a" / "kl_curves.png").exists()
-    # the verdicts are recomputed from the recorded curves, not asserted
+    assert (workdir / "kl_curves.png").exists()
+    # the recorded ratios are those the recorded curves give
     an = scaling.analyse_dimension(
         d2["arms"]["fm"]["curve"]["step"],
         {a: d2["arms"][a]["kl_by_seed"] for a in ("fm", "ddpm")},
         {a: d2["arms"][a]["nfe_by_seed"] for a in ("fm", "ddpm")},
         d2["levels_nats"], arm="fm", baseline="ddpm",
     )  # fmt: skip
-    assert json.loads(json.dumps(_numbers(an), default=str)) == _numbers(d2["analysis"]) or (
-        an["nfe_ratio"]["ratio"] == pytest.approx(d2["analysis"]["nfe_ratio"]["ratio"])
-    )
-    r2 = scaling.run(cfg, str(tmp_path / "b"), log=lambda *_: None)
-    assert _numbers(json.loads(json.dumps(r1, default=float))) == _numbers(
-        json.loads(json.dumps(r2, default=float))
-    )
+    for new, old in zip(an["ratios"], d2["analysis"]["ratios"], strict=True):
+        assert all(_same(new[k], old[k]) for k in ("ratio", "ci_low", "ci_high"))
+    assert _same(an["nfe_ratio"]["ratio"], d2["analysis"]["nfe_ratio"]["ratio"])
+
+
+@pytest.mark.slow
+def test_scaling_smoke_is_reproducible(scaling_smoke, tmp_path):
+    workdir, _ = scaling_smoke
+    scaling.run(_scaling_smoke(), str(tmp_path), log=lambda *_: None)
+    first, again = (json.loads((d / "results.json").read_text()) for d in (workdir, tmp_path))
+    assert _numbers(first) == _numbers(again)  # strict JSON: NaN is null, comparable
+    assert first["datasets"]["gmm_d2"]["arms"]["fm"]["kl_by_seed"][0][0] is not None
 
 
 def test_stability_smoke_counts_the_huge_rate_as_diverged(tmp_path):
