@@ -119,6 +119,25 @@ def test_bad_grids_raise_one_clear_error(grid, kwargs, match):
         fj.sampling.sample_ode(lambda x, t: -x, jnp.ones((2, 2)), grid=grid, **kwargs)
 
 
+@pytest.mark.parametrize("sampler", ["multistep", "ddpm"])
+def test_bad_grids_raise_the_same_error_in_the_diffusion_samplers(sampler):
+    path = PATHS["vp"]
+    run = {
+        "multistep": lambda g: fj.sampling.sample_multistep(
+            lambda x, t: x, jnp.ones((2, 2)), kind="x1", path=path, grid=g
+        ),
+        "ddpm": lambda g: fj.sampling.sample_ddpm(
+            lambda x, t: x, jnp.ones((2, 2)), kind="x1", path=path, key=jax.random.key(0), grid=g
+        ),
+    }[sampler]
+    for grid, match in (
+        (np.array([0.1, 0.6, 0.5, 1.0]), "strictly increasing.*times 1 and 2 are 0.6, 0.5"),
+        (np.array([0.1, 0.5, 1.2]), r"must lie in \[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            run(grid)
+
+
 def test_bad_grid_parameters():
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         grids.EDM(PATHS["vp"], sigma_min=1.0, sigma_max=0.5)

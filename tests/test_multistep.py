@@ -186,14 +186,15 @@ def test_every_kind_and_guidance_give_the_same_steps(x64):
 
         return model
 
-    out = {
-        kind: fj.sampling.sample_multistep(
-            model_of(kind), x0, kind=kind, path=path, solver="unipc", num_steps=12
-        )[0]
-        for kind in fj.paths.KINDS
-    }
-    for kind in fj.paths.KINDS:
-        np.testing.assert_allclose(out[kind], out["eps"], atol=1e-9, err_msg=kind)
+    for solver in ("unipc", "deis"):  # data- and noise-prediction form
+        out = {
+            kind: fj.sampling.sample_multistep(
+                model_of(kind), x0, kind=kind, path=path, solver=solver, num_steps=12
+            )[0]
+            for kind in fj.paths.KINDS
+        }
+        for kind in fj.paths.KINDS:
+            np.testing.assert_allclose(out[kind], out["eps"], atol=1e-9, err_msg=(solver, kind))
 
     k = gmm.num_components
     y = jnp.arange(16) % k

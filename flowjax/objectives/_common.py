@@ -9,7 +9,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from flowjax.paths import AffinePath
 from flowjax.sources import StandardGaussian
@@ -155,21 +155,29 @@ def check_labels(labels, num_classes, objective: str):
     Returns (labels, guard): `guard(loss)` attaches the run-time range check (eqx.error_if)
     to the loss value, which is always used, so the check cannot be removed as dead code.
     """
+    labels, bad, msg = label_range(labels, num_classes, objective)
+    if not msg:
+        return labels, lambda value: value
+    return labels, lambda value: eqx.error_if(value, bad, msg)
+
+
+def label_range(labels, num_classes, objective: str):
+    """(labels, bad, message) of `check_labels`: `bad` is True where a label is out of range
+    (a run-time scalar), `message` "" without labels."""
     if labels is None:
         if num_classes is not None:
             raise ValueError(
                 f"{objective}: configured with num_classes={num_classes} but the batch has no "
                 "'label'"
             )
-        return None, lambda value: value
+        return None, jnp.zeros((), bool), ""
     if num_classes is None:
         raise ValueError(
             f"{objective}: the batch has 'label' but the objective was configured without "
             "num_classes; pass num_classes=... for a class-conditional model"
         )
     bad = jnp.any((labels < 0) | (labels >= num_classes))
-    msg = f"{objective}: batch['label'] values must lie in [0, {num_classes})"
-    return labels, lambda value: eqx.error_if(value, bad, msg)
+    return labels, bad, f"{objective}: batch['label'] values must lie in [0, {num_classes})"
 
 
 def drop_labels(key, labels, num_classes, label_dropout):
@@ -241,7 +249,8 @@ class Draws(NamedTuple):
     labels: Array | None  # (B,) after label dropout
     context: Array | None  # (B, *C), the dropped examples still holding their context
     drop: Array | None  # (B,) context-dropout mask
-    guard: Callable  # attaches the run-time label-range check to an array
+    invalid: Array  # () True where a label is out of range (checked on the loss)
+    message: str  # the error for `invalid`; "" without labels
 
 
 def draw(objective, batch, name: str, *, k_x0, k_t, k_drop, coupling=None, k_pair=None) -> Draws:
@@ -252,14 +261,14 @@ def draw(objective, batch, name: str, *, k_x0, k_t, k_drop, coupling=None, k_pai
     """
     x1, labels = check_batch(batch, name)
     context = check_context(batch, x1, name)
-    labels, guard = check_labels(labels, objective.num_classes, name)
+    labels, invalid, message = label_range(labels, objective.num_classes, name)
     x0 = draw_x0(objective.source, k_x0, x1, context, name)
     if coupling is not None:
         x0, x1, labels, context = pair(coupling, k_pair, x0, x1, labels, context)
     labels = drop_labels(k_drop, labels, objective.num_classes, objective.label_dropout)
     drop = context_drop(k_drop, context, objective.context_dropout)
     t = objective.time_dist.sample(k_t, x1.shape[:1], objective.path).astype(x1.dtype)
-    return Draws(x0, x1, t, labels, context, drop, guard)
+    return Draws(x0, x1, t, labels, context, drop, invalid, message)
 
 
 class Regression(eqx.Module):
@@ -277,6 +286,9 @@ class Regression(eqx.Module):
       target: (B, *D).
       weight: per-example weight (B,).
       model_kwargs: the model's keyword arguments (y, key and, with a context, context).
+      invalid: a run-time check of the batch (labels out of range), raised on the loss
+        (a value always used, so the check is never removed as dead code).
+      message: the error of `invalid` ("" for none).
     """
 
     x: Float[Array, "B *D"]
@@ -284,6 +296,8 @@ class Regression(eqx.Module):
     target: Float[Array, "B *D"]
     weight: Float[Array, " B"]
     model_kwargs: dict
+    invalid: Bool[Array, ""] = eqx.field(default_factory=lambda: jnp.zeros((), bool))
+    message: str = eqx.field(static=True, default="")
 
     def predict(self, model, params, objective: str = "regression"):
         """model(params, x, t, **model_kwargs), shape-checked."""
@@ -295,10 +309,13 @@ class Regression(eqx.Module):
         """(loss, weighted per-example loss (B,), unweighted per-example MSE (B,))."""
         mse = per_example_mean((pred - self.target) ** 2)
         per_example = self.weight * mse
-        return jnp.mean(per_example), per_example, mse
+        value = jnp.mean(per_example)
+        if self.message:
+            value = eqx.error_if(value, self.invalid, self.message)
+        return value, per_example, mse
 
 
 def regression(d: Draws, x, target, weight, key) -> Regression:
-    """The Regression of draws `d` at network input x (guarded by the label check)."""
+    """The Regression of draws `d` at network input x, target and weight."""
     model_kwargs = {"y": d.labels, "key": key, **with_context(null_context(d.context, d.drop))}
-    return Regression(d.guard(x), d.t, target, weight, model_kwargs)
+    return Regression(x, d.t, target, weight, model_kwargs, d.invalid, d.message)

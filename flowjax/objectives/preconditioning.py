@@ -97,4 +97,6 @@ class EDMPrecond(eqx.Module):
             target,
             reg.weight * c_out**2,
             reg.model_kwargs,
+            reg.invalid,
+            reg.message,
         )

@@ -24,6 +24,7 @@ rounding (tests/test_fused.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 import time
@@ -38,6 +39,7 @@ from flowjax.studies._core import BatchStream, Network
 
 __all__ = ["ArmTrainer"]
 
+_LABEL_MESSAGE = "ArmTrainer: batch['label'] values out of range of an arm's num_classes"
 _ARM = "_arm"  # batch entry carrying an instance's arm index within its group (one per step)
 
 
@@ -68,7 +70,10 @@ def _shared_forward(objective, model):
 
 def _draw(objective, transform, key, batch):
     reg = objective.draw_regression(key, batch)
-    return reg if transform is None else transform(reg)
+    reg = reg if transform is None else transform(reg)
+    if reg.message:  # the branches of lax.switch must agree on it (a static field)
+        reg = dataclasses.replace(reg, message=_LABEL_MESSAGE)
+    return reg
 
 
 def _switched_loss(draws: Sequence[Callable], forward: Callable):
