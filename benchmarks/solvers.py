@@ -9,6 +9,7 @@ flowjax's own: no peer runs the same U-Net.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -714,19 +715,19 @@ def _mixture():
     )
 
 
+@functools.partial(jax.jit, static_argnames="chunk")
+def _mean_dist(a, b, chunk: int):
+    def row(c):
+        return jnp.sum(jnp.sqrt(jnp.sum((c[:, None] - b[None]) ** 2, -1) + 1e-30))
+
+    return jnp.sum(jax.lax.map(row, a.reshape(-1, chunk, a.shape[-1]))) / (a.shape[0] * b.shape[0])
+
+
 def _energy(x, y, chunk: int = 1000):
-    """Energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic), chunked."""
-
-    @jax.jit
-    def mean_dist(a, b):
-        def row(c):
-            return jnp.sum(jnp.sqrt(jnp.sum((c[:, None] - b[None]) ** 2, -1) + 1e-30))
-
-        return jnp.sum(jax.lax.map(row, a.reshape(-1, chunk, a.shape[-1]))) / (
-            a.shape[0] * b.shape[0]
-        )
-
-    return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
+    """Energy distance 2 E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic), chunked; compiled once
+    per shape (a jit inside would compile three programs per call)."""
+    d = functools.partial(_mean_dist, chunk=chunk)
+    return float(2 * d(x, y) - d(x, x) - d(y, y))
 
 
 _MIXTURE_PATHS = {
@@ -741,17 +742,69 @@ _MIXTURE_PATHS = {
 MIXTURE_RANGE = {"sigma_min": 0.05, "sigma_max": 10.0}
 
 
+# Solvers benchmarked here that the compare study's sweep (SAMPLER_SPECS) does not run.
+EXTRA_SPECS = ("deis", "deis2", "deis@edm")
+
+
+def _sample_mixture(gmm, path, spec: str, x0, nfe: int, t1: float):
+    """(samples, info) of one "solver@grid" spec ("*": `MIXTURE_RANGE`) with the exact model."""
+    s = fj.sampling.parse_sampler(spec.rstrip("*"))
+    kw = MIXTURE_RANGE if spec.endswith("*") and s.grid in ("edm", "logsnr") else {}
+    grid = fj.sampling.grids.get_grid(s.grid, path, **kw)
+    if s.multistep:  # the exact eps through the solver's own conversion
+
+        def eps(x, t):
+            x1 = gmm.posterior_mean(path, x, t)
+            return fj.paths.convert(x1, src="x1", dst="eps", path=path, x=x, t=t)
+
+        return fj.sampling.sample_multistep(
+            eps, x0, kind="eps", path=path, solver=s.solver, num_steps=nfe, grid=grid, t1=t1
+        )
+    return fj.sampling.sample_ode(  # the exact velocity
+        gmm.velocity_field(path), x0, s.solver, s.num_steps(nfe), grid=grid, t1=t1
+    )
+
+
+def target_dpm_vs_heun(nfe: int = 10, n: int = 2000, seeds: int = 5) -> dict:
+    """The issue's target on each path: energy distance to exact samples of DPM-Solver++ 2M
+    (its log-SNR grid; default and fitted range) and the other multistep solvers against Heun
+    on the uniform grid, all at `nfe`, over `seeds` independent noise / reference draws
+    (mean and min-max), with the null distance between two exact sample sets."""
+    gmm = _mixture()
+    specs = ("heun", "dpm++2m", "dpm++2m*", "dpm++3m", "unipc", "deis", "deis2")
+    out = {"nfe": nfe, "n": n, "seeds": seeds, "paths": {}}
+    nulls = [
+        _energy(gmm.sample(jax.random.key(100 + i), n), gmm.sample(jax.random.key(200 + i), n))
+        for i in range(seeds)
+    ]
+    out["null"] = {"mean": float(np.mean(nulls)), "max": float(np.max(nulls))}
+    for name, (make, t1) in _MIXTURE_PATHS.items():
+        path = make()
+        vals = {spec: [] for spec in specs}
+        for i in range(seeds):
+            x0 = jax.random.normal(jax.random.key(10 + i), (n, 2), jnp.float64)
+            ref = gmm.sample(jax.random.key(20 + i), n)
+            for spec in specs:
+                vals[spec].append(_energy(_sample_mixture(gmm, path, spec, x0, nfe, t1)[0], ref))
+        rows = {
+            k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+            for k, v in vals.items()
+        }
+        heun = np.asarray(vals["heun"])
+        for k, v in vals.items():
+            rows[k]["wins_vs_heun"] = int(np.sum(np.asarray(v) < heun))  # paired by seed
+        out["paths"][name] = rows
+    return out
+
+
 def mixture_samplers(nfe: int = 10, n: int = 4000, specs=None) -> dict:
     """Each sampler at `nfe` exact-model evaluations on the analytic mixture (float64): RMS
     distance to the exact flow map of the same noise, and energy distance to exact samples.
     Noise-level grids run with their defaults and, marked "*", with `MIXTURE_RANGE`."""
+    every = (*fj.sampling.SAMPLER_SPECS, *EXTRA_SPECS)
     specs = specs or [
-        *fj.sampling.SAMPLER_SPECS,
-        *(
-            f"{s}*"
-            for s in fj.sampling.SAMPLER_SPECS
-            if fj.sampling.parse_sampler(s).grid in ("edm", "logsnr")
-        ),
+        *every,
+        *(f"{s}*" for s in every if fj.sampling.parse_sampler(s).grid in ("edm", "logsnr")),
     ]
     gmm = _mixture()
     x0 = jax.random.normal(jax.random.key(0), (n, 2), jnp.float64)
@@ -761,30 +814,9 @@ def mixture_samplers(nfe: int = 10, n: int = 4000, specs=None) -> dict:
     for name, (make, t1) in _MIXTURE_PATHS.items():
         path = make()
 
-        def eps(x, t, path=path):
-            x1 = gmm.posterior_mean(path, x, t)
-            return fj.paths.convert(x1, src="x1", dst="eps", path=path, x=x, t=t)
-
         rows = {}
         for spec in specs:
-            s = fj.sampling.parse_sampler(spec.rstrip("*"))
-            kw = MIXTURE_RANGE if spec.endswith("*") and s.grid in ("edm", "logsnr") else {}
-            grid = fj.sampling.grids.get_grid(s.grid, path, **kw)
-            if s.multistep:  # the exact eps through the solver's own conversion
-                x, info = fj.sampling.sample_multistep(
-                    eps,
-                    x0,
-                    kind="eps",
-                    path=path,
-                    solver=s.solver,
-                    num_steps=nfe,
-                    grid=grid,
-                    t1=t1,
-                )
-            else:  # the exact velocity
-                x, info = fj.sampling.sample_ode(
-                    gmm.velocity_field(path), x0, s.solver, s.num_steps(nfe), grid=grid, t1=t1
-                )
+            x, info = _sample_mixture(gmm, path, spec, x0, nfe, t1)
             ts = info["ts"]
             exact = gmm.flow_map(path, x0, ts[0], ts[-1])
             rows[spec] = {
@@ -796,12 +828,15 @@ def mixture_samplers(nfe: int = 10, n: int = 4000, specs=None) -> dict:
     return out
 
 
-def convergence_orders(steps=(32, 64, 128, 256), t1: float = 0.8) -> dict:
+def convergence_orders(steps=(32, 64, 128, 256), t1: float = 0.8, solvers=None) -> dict:
     """Slope of log RMS error to the exact flow map against log step size, LogSNR grid,
     float64; multistep solvers with the exact eps, Euler / Heun with the exact velocity."""
     gmm = _mixture()
     x0 = jax.random.normal(jax.random.key(3), (64, 2), jnp.float64)
-    solvers = ("ddim", "dpm++2m", "dpm++3m", "unipc", "unipc-bh1", "unipc3", "euler", "heun")
+    solvers = solvers or (
+        *("ddim", "dpm++2m", "dpm++3m", "unipc", "unipc-bh1", "unipc3", "deis2", "deis"),
+        *("euler", "heun"),
+    )
     out = {"steps": list(steps), "t1": t1, "paths": {}}
     for name, (make, _) in _MIXTURE_PATHS.items():
         path = make()
@@ -870,6 +905,24 @@ def _tables(res: dict) -> str:
             cells = [f"{r['rms_to_flow_map']:.4f} / {r['energy']:.4f}" for r in rows]
             lines.append(f"| {spec} | " + " | ".join(cells) + " |")
         lines.append("")
+    g = res.get("target")
+    if g:
+        paths = list(g["paths"])
+        lines += [
+            f"Target, {g['nfe']} NFE, {g['n']} samples, {g['seeds']} seeds: energy distance to "
+            f"exact samples, mean [min, max] (wins over uniform Heun, paired by seed); two "
+            f"exact sample sets: mean {g['null']['mean']:.4f}, max {g['null']['max']:.4f}:",
+            "",
+            "| sampler | " + " | ".join(paths) + " |",
+            "|---|" + "---|" * len(paths),
+        ]
+        for spec in g["paths"][paths[0]]:
+            cells = [
+                f"{r['mean']:.4f} [{r['min']:.4f}, {r['max']:.4f}] ({r['wins_vs_heun']})"
+                for r in (g["paths"][p][spec] for p in paths)
+            ]
+            lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+        lines.append("")
     c = res.get("orders")
     if c:
         paths = list(c["paths"])
@@ -904,6 +957,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--mixture-n", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/solvers_cpu.json")
+    ap.add_argument("--specs", default=None, help="mixture: comma-separated specs (default all)")
+    ap.add_argument("--solvers", default=None, help="orders: comma-separated (default all)")
     args = ap.parse_args(argv)
     res = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -915,8 +970,14 @@ def main(argv=None) -> None:
     reps = args.repeats or (2 if args.quick else 5)
     parts = {
         "adaptive": lambda: adaptive_overhead(n=n, repeats=reps),
-        "mixture": lambda: mixture_samplers(n=args.mixture_n or (1000 if args.quick else 4000)),
-        "orders": convergence_orders,
+        "mixture": lambda: mixture_samplers(
+            n=args.mixture_n or (1000 if args.quick else 4000),
+            specs=args.specs.split(",") if args.specs else None,
+        ),
+        "orders": lambda: convergence_orders(
+            solvers=tuple(args.solvers.split(",")) if args.solvers else None
+        ),
+        "target": lambda: target_dpm_vs_heun(n=args.mixture_n or 2000),
         "interleaved": lambda: interleaved_ratios(n=n, rounds=reps),
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
