@@ -91,10 +91,12 @@ def study_block(results: Mapping) -> list[str]:
     rows = []
     for name, ds in results["datasets"].items():
         verdicts = ds.get("verdicts", [])
-        chosen = [v for v in verdicts if v.get("headline")] or verdicts
+        # A study's own opening table (compare: `headline`, the levels that carry information)
+        # when it records one; else the verdicts flagged as headline; else all of them.
+        chosen = ds.get("headline") or [v for v in verdicts if v.get("headline")] or verdicts
         for v in chosen:
             rows.append(
-                f"| {name} | {v['claim']} | {v['metric']} | {fmt_stat(v)} | "
+                f"| {name} | {v['claim']} | {v.get('measured', v.get('metric'))} | {fmt_stat(v)} | "
                 f"**{v['verdict']}** | {ds.get('num_seeds', '?')} |"
             )
     lines = [f"### {study}: {claim}" if claim else f"### {study}", ""]
