@@ -525,6 +525,25 @@ def test_flowmap_warm_start_is_the_teachers_euler_step():
     assert np.abs(X_leaky(x, s, t) - euler).max() > 1e-3
 
 
+def test_dataset_overrides_change_only_their_dataset():
+    from configs import forecast_default
+    from flowjax.studies import forecast
+
+    c = forecast_default.get_config()
+    c.overrides.m1_yearly = dict(train=dict(num_steps=300))
+    el, m1 = forecast.dataset_config(c, "elnino"), forecast.dataset_config(c, "m1_yearly")
+
+    def sizes(cfg):
+        return cfg.train.num_steps, cfg.train.steps_per_dispatch, cfg.flowmap.num_steps
+
+    assert sizes(el) == (400, 50, 200) and sizes(m1) == (300, 100, 500)
+    assert el.train.batch_size == m1.train.batch_size == c.train.batch_size == 64
+    assert c.train.num_steps == 1000  # the base config is left alone
+    c.overrides.m1_yearly_typo = dict(seed=1)
+    with pytest.raises(ValueError, match=r"overrides: unknown dataset\(s\) \['m1_yearly_typo'\]"):
+        forecast.run(c, "/nonexistent", log=lambda *a: None)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="aeon not installed")
 def test_forecast_study_writes_schema_and_recomputable_npz(tmp_path):
@@ -536,6 +555,7 @@ def test_forecast_study_writes_schema_and_recomputable_npz(tmp_path):
     c = forecast_default.get_config("smoke")
     c.arms, c.baselines, c.num_seeds = "fm", "naive", 1
     c.train.num_steps, c.train.steps_per_dispatch, c.eval.nfe = 10, 10, "1"
+    c.eval.curve_nfe = 1  # the training curve reuses the NFE-1 Euler sampler (one compile)
     results = forecast.run(c, str(tmp_path), log=lambda *a: None)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     entry = on_disk["datasets"]["m1_yearly"]
