@@ -2,8 +2,10 @@ r"""Throughput of the compare study's training: seed-steps per second of three w
 every arm x seed of one dataset, measured in one run on the same batches.
 
     python -m benchmarks.study_throughput                     # 6 arms x 8 seeds, 200 steps
-    python -m benchmarks.study_throughput --steps=400 --rounds=3 \
+    python -m benchmarks.study_throughput --steps=200 --rounds=3 \
         --json=benchmarks/results/study_throughput_cpu.json
+    python -m benchmarks.study_throughput --arms=fm_ot --methods=loop,seed,nested,fused \
+        --steps=100 --no_cost --json=benchmarks/results/study_throughput_cpu_ot.json
 
 (a) the per-arm loop: the compare study's `Trainer` as at commit 350f820 (removed since),
     re-created here: one `fj.train.make_train_step` over a `lax.switch` of the arms' full
@@ -11,7 +13,9 @@ every arm x seed of one dataset, measured in one run on the same batches.
     `compare._run_dataset` ran them), one dispatch per K steps;
 (b) `studies.SeedTrainer` per arm: every seed of an arm in one vmapped program;
 (c) `studies.ArmTrainer`: every arm x seed in one program (one network call per instance,
-    minibatch OT in a group of its own).
+    minibatch OT in a group of its own);
+and, with `--methods=...,nested`, (b') (b) with the seeds' vmap nested under a size-1 arm axis,
+    as `ArmTrainer` runs a group of one arm: what that nesting alone costs.
 
 The arms are `configs/compare_default.py`'s six (fm, fm_ot, fm_lognorm, ddpm, cosine_v, edm
 with EDM preconditioning), MLP 3 x 128, batch 256, K = 50, on the checkerboard; the batches
@@ -37,9 +41,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["main", "study_config", "build_arms", "PerArmLoop", "SeedTrainers", "Fused"]
+__all__ = [
+    "main",
+    "study_config",
+    "build_arms",
+    "PerArmLoop",
+    "SeedTrainers",
+    "NestedSeeds",
+    "Fused",
+]
 
 LOOP, SEED, FUSED = "per-arm loop (compare.Trainer @350f820)", "SeedTrainer per arm", "ArmTrainer"
+NESTED = "SeedTrainer under a size-1 arm axis"
 ARM_KEY = "arm"  # as compare.ARM_KEY at 350f820: the arm index, one copy per example
 
 
@@ -222,7 +235,7 @@ class SeedTrainers:
 
         base = arms[0].config
         self.seeds, self.chunks = list(seeds), chunks
-        self.trainers, self.compile_seconds = [], 0.0
+        self.programs = []  # (init(seeds) -> states, update(states, chunk)) per arm
         for objective, model in pairs:
             trainer = studies.SeedTrainer(
                 functools.partial(objective, model=model),
@@ -232,21 +245,58 @@ class SeedTrainers:
                 ema_decay=base.ema.decays[0],
                 on_nonfinite=base.train.on_nonfinite,
             )
+            self.programs.append((trainer.init, trainer._update))
+        self._compile()
+
+    def _compile(self):
+        self.compile_seconds = 0.0
+        for init, update in self.programs:
             t0 = time.perf_counter()
-            jax.block_until_ready(trainer._update(trainer.init(self.seeds), chunks[0]))
+            jax.block_until_ready(update(init(self.seeds), self.chunks[0]))
             self.compile_seconds += time.perf_counter() - t0
-            self.trainers.append(trainer)
 
     def run(self) -> dict:
-        clock, per_arm = _Clock(), [_Clock() for _ in self.trainers]
-        for trainer, arm_clock in zip(self.trainers, per_arm, strict=True):
-            state = trainer.init(self.seeds)
+        clock, per_arm = _Clock(), [_Clock() for _ in self.programs]
+        for (init, update), arm_clock in zip(self.programs, per_arm, strict=True):
+            state = init(self.seeds)
             jax.block_until_ready(state)
             for chunk in self.chunks:
                 with clock, arm_clock:
-                    state, metrics = trainer._update(state, chunk)
+                    state, metrics = update(state, chunk)
                     jax.block_until_ready(state)
         return _result(clock, per_arm)
+
+
+class NestedSeeds(SeedTrainers):
+    """(b') as (b), but each arm's seeds vmapped under a size-1 arm axis,
+    `jax.vmap(jax.vmap(update), in_axes=(0, None))` over (1, S): how `ArmTrainer` runs a group
+    of one arm (fm_ot). Not a way to train; it isolates what that nesting costs."""
+
+    name = NESTED
+
+    def __init__(self, arms, net, pairs, chunks, seeds):
+        from flowjax.train import make_optimizer
+        from flowjax.train.state import init_state
+        from flowjax.train.step import make_update
+
+        base = arms[0].config
+        self.seeds, self.chunks = list(seeds), chunks
+        optimizer, schedule = make_optimizer(base.optim, base.train.num_steps)
+        one = lambda seed: init_state(net.init_params, optimizer, seed, 1)  # noqa: E731
+        states = jax.jit(jax.vmap(jax.vmap(one)))
+        init = lambda seeds: states(jnp.asarray([list(seeds)], jnp.int32))  # noqa: E731
+        self.programs = []
+        for objective, model in pairs:
+            update = make_update(
+                functools.partial(objective, model=model),
+                optimizer,
+                schedule,
+                ema_decays=(float(base.ema.decays[0]),),
+                on_nonfinite=base.train.on_nonfinite,
+            )
+            nested = jax.vmap(jax.vmap(update), in_axes=(0, None))
+            self.programs.append((init, jax.jit(nested, donate_argnums=(0,))))
+        self._compile()
 
 
 class Fused:
@@ -306,7 +356,9 @@ def main(argv=None) -> dict:
     p.add_argument("--k", type=int, default=50, help="steps per dispatch")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--arms", default="fm,fm_ot,fm_lognorm,ddpm,cosine_v,edm")
-    p.add_argument("--methods", default="loop,seed,fused")
+    p.add_argument(
+        "--methods", default="loop,seed,fused", help="of loop, seed, nested, fused (see above)"
+    )
     p.add_argument("--no_cost", action="store_true", help="skip ArmTrainer.cost")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
@@ -336,7 +388,7 @@ def main(argv=None) -> dict:
         f"{args.dataset}",
         flush=True,
     )
-    builders = {"loop": PerArmLoop, "seed": SeedTrainers, "fused": Fused}
+    builders = {"loop": PerArmLoop, "seed": SeedTrainers, "nested": NestedSeeds, "fused": Fused}
     methods = [builders[m](arms, net, pairs, chunks, seeds) for m in args.methods.split(",")]
     for m in methods:
         print(f"compiled {m.name} in {m.compile_seconds:.1f} s (load {loadavg()})", flush=True)
