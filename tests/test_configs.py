@@ -219,10 +219,10 @@ def test_point_smoke_variants_train(name, arg, tmp_path):
     assert np.isfinite(summary["eval"]["eval/energy"])
 
 
+# One in-memory image set (digits) and one TFDS set through the mocked data_source path
+# (cifar10); mnist's config is the same TFDS path at another shape (validated above).
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name, arg", [("digits", "ddpm,smoke"), ("mnist", "fm,smoke"), ("cifar10", "ddpm,smoke")]
-)
+@pytest.mark.parametrize("name, arg", [("digits", "ddpm,smoke"), ("cifar10", "fm,smoke")])
 def test_image_smoke_variants_train(name, arg, tmp_path):
     summary = _train_smoke(name, arg, tmp_path)
     if name == "digits":
