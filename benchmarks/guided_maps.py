@@ -193,7 +193,7 @@ def main(argv):
             seeds,
         )
 
-    ref_rows = [r for r in rows if r["model"].startswith("teacher") and (r["nfe"] >= 32)]
+    ref_rows = [r for r in rows if r["model"].startswith("teacher CFG") and (r["nfe"] >= 32)]
     best_teacher = min(r["fd_mean"] for r in ref_rows)
     one = [r for r in rows if r["model"].startswith("digits_map_cfg") and r["steps"] == 1][0]
     ratio = one["fd_mean"] / best_teacher
