@@ -47,7 +47,10 @@ def get_config(arg=None):
     c.arms = "fm,diffusion,flowmap"  # add fm_gp for the OU-source arm
     c.baselines = "naive,ets"
     c.context_length = 0  # 0: the dataset's default (fj.data.SERIES[name].context_length)
-    c.features = "log_scale"  # context features (fj.data.SeriesWindows); "observed" with padding
+    # Context features (fj.data.SeriesWindows; "observed" comes with padding, "phase" is dropped
+    # for season 1, so M1 yearly is unchanged). El Nino, fm, 400 steps, 2 seeds: CRPS 0.0587
+    # +- 0.006 with the phase, 0.0785 +- 0.032 without.
+    c.features = "log_scale,phase"
     # Padded training windows need >= 4 observed context points: a mean scale of 1-3 points
     # turns M1's short series into targets of up to 2e4 (fj.data.SeriesWindows).
     c.min_observed = 4

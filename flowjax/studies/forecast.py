@@ -240,17 +240,17 @@ def dataset_config(config, name: str):
 
 def run(config, workdir: str, *, log: Callable = print, command: str | None = None) -> dict:
     """Runs the forecasting study of `config` (configs/forecast_default.py) into `workdir`."""
-    base = config
-    arms, baselines, nfe_grid = _check(base)
-    seeds = [base.seed + i for i in range(base.num_seeds)]
-    record = studies.Record("forecast", base, seeds, command)
-    data_dir = base.data_dir or None
-    names = studies.names(base.datasets, "datasets")
-    unknown = sorted(set(base.get("overrides", {})) - set(fj.data.SERIES))
+    config_all = config
+    arms, baselines, nfe_grid = _check(config_all)
+    seeds = [config_all.seed + i for i in range(config_all.num_seeds)]
+    record = studies.Record("forecast", config_all, seeds, command)
+    data_dir = config_all.data_dir or None
+    names = studies.names(config_all.datasets, "datasets")
+    unknown = sorted(set(config_all.get("overrides", {})) - set(fj.data.SERIES))
     if unknown:
         raise ValueError(f"config.overrides: unknown dataset(s) {unknown}")
     for dataset in names:
-        config = dataset_config(base, dataset)
+        config = dataset_config(config_all, dataset)
         arms, baselines, nfe_grid = _check(config)
         info = fj.data.SERIES.get(dataset)
         if info is None:
