@@ -34,6 +34,12 @@ Measured (2 CPUs shared with other jobs, 2026-12-04; CPU = user + sys of /usr/bi
   of that (the resampled set holds duplicates, which raise its FD a little). DRaFT's L2 anchor
   moves each sample just far enough to be read as a 3: a high log-prob, a poor FD. Strength 1
   (p* = p(x | 3)), one seed, 1000 steps: rw_map -1.35 / 171 (p* resampled: -0.27 / 170).
+  The ceiling depends on the class (p* resampled, FD to the class / base FD, one seed): 0 1.62,
+  1 1.07, 2 1.87, 3 1.72, 4 1.92, 5 1.59, 6 1.73, 7 1.89, 8 0.74, 9 0.71. Class 8, picked after
+  seeing these (`--config.digits.label=8`; 381 s CPU, wall 531 s at load 6-7): draft -0.015 /
+  74 / 343 meets both parts (log-prob vs guided@0.1 -1.06 / 87: 71x [54, 95]; FD 0.74x [0.50,
+  1.07] of the base's 101); rw_map -0.89 / 80 meets both at the point estimates (1.19x, 0.79x),
+  not significant with 3 seeds; p* resampled -0.12 / 83; guided@0.3 -11.7 / 1204 (overshoots).
 """
 
 import ml_collections
