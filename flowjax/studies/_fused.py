@@ -209,17 +209,19 @@ class ArmTrainer:
             else:
                 sub = jax.tree.map(lambda x, g=g: x[np.asarray(g.arms)], state)
 
-            if g.switched:
+            def instance(st, ch, a, run=g.run, switched=g.switched):
+                if switched:
+                    ch = {**ch, _ARM: jnp.full((k,), a, jnp.int32)}
+                return run(st, ch)
 
-                def instance(st, ch, a, run=g.run):
-                    return run(st, {**ch, _ARM: jnp.full((k,), a, jnp.int32)})
-
-                per_seed = jax.vmap(instance, in_axes=(0, 0, None))
+            per_seed = jax.vmap(instance, in_axes=(0, 0, None))
+            if len(g.arms) == 1:  # vmapped over seeds only: a size-1 arm axis cost ~1.4x
+                one = jax.tree.map(lambda x: x[0], sub)
+                new, metrics = per_seed(one, chunk, jnp.int32(0))
+                new, metrics = jax.tree.map(lambda x: x[None], (new, metrics))
+            else:
                 arms = jnp.arange(len(g.arms), dtype=jnp.int32)
                 new, metrics = jax.vmap(per_seed, in_axes=(0, None, 0))(sub, chunk, arms)
-            else:
-                per_seed = jax.vmap(g.run)
-                new, metrics = jax.vmap(per_seed, in_axes=(0, None))(sub, chunk)
             news.append(new)
             losses.append(metrics["loss"])
 
