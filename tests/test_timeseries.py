@@ -536,7 +536,7 @@ def test_dataset_overrides_change_only_their_dataset():
     def sizes(cfg):
         return cfg.train.num_steps, cfg.train.steps_per_dispatch, cfg.flowmap.num_steps
 
-    assert sizes(el) == (400, 50, 200) and sizes(m1) == (300, 100, 500)
+    assert sizes(el) == (400, 50, 400) and sizes(m1) == (300, 100, 500)
     assert el.train.batch_size == m1.train.batch_size == c.train.batch_size == 64
     assert c.train.num_steps == 1000  # the base config is left alone
     c.overrides.m1_yearly_typo = dict(seed=1)
