@@ -96,33 +96,15 @@ def _result(clock, per_arm) -> dict:
     }
 
 
-def build_arms(config, dataset, network=None):
-    """(resolved arms, spec, network, [(objective, model)]) as the compare study builds them
-    (the same construction as `compare.Trainer.__init__` at 350f820); `network` (a
-    `studies.Network`) replaces the config's model when given."""
-    from flowjax import data, objectives, studies
+def build_arms(config, dataset):
+    """(resolved arms, spec, network, [(objective, model)]) exactly as the compare study builds
+    them (`compare.build_arms`: one network, EDM arms wrapped in their preconditioning)."""
+    from flowjax import data
     from flowjax.studies import compare
-    from flowjax.train.experiment import DTYPE_MAP, build_objective
 
     spec = data.spec(dataset)
     arms = compare.resolve_arms(config, dataset, jax.device_count())
-    m = arms[0].config.model
-    net = network or studies.build_network(
-        m.name,
-        m.variant,
-        spec.shape,
-        num_classes=spec.num_classes,
-        dtype=DTYPE_MAP[m.dtype],
-        **m.overrides.to_dict(),
-    )
-    pairs = []
-    for arm in arms:
-        objective = build_objective(arm.config, spec)
-        model = net.apply_fn
-        if arm.precond == "edm":
-            sd = np.float64(arm.sigma_data)
-            model = objectives.EDMPrecond(net.apply_fn, objective.path, sigma_data=sd)
-        pairs.append((objective, model))
+    net, pairs, _ = compare.build_arms(arms, spec, float(config.eval.t_eps))
     return arms, spec, net, pairs
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "ResolvedArm",
     "analyse_dataset",
     "arm_variants",
+    "build_arms",
     "data_floor",
     "estimate_sigma_data",
     "findings",
@@ -527,7 +528,7 @@ def _num_reference(dataset, n, base, kwargs):
     return min(n, len(source)) if hasattr(source, "__len__") else n
 
 
-def _build_arms(arms, spec, t_eps):
+def build_arms(arms, spec, t_eps):
     """(network, [(objective, model)] for ArmTrainer, [ArmModel]) of resolved arms."""
     from flowjax import objectives
     from flowjax.train.experiment import DTYPE_MAP, build_objective, prediction_kind
@@ -593,7 +594,7 @@ def _run_dataset(config, dataset, seeds, log):
     if "kl" in evaluator.metrics:
         info["data_entropy"] = float(-np.mean(evaluator.log_density(evaluator.reference)))
 
-    net, pairs, models = _build_arms(arms, spec, float(config.eval.t_eps))
+    net, pairs, models = build_arms(arms, spec, float(config.eval.t_eps))
     trainer = studies.ArmTrainer(
         pairs,
         net,
