@@ -160,6 +160,19 @@ def get_config(arg=None):
         dict(path="condot", target="velocity", weighting="min_snr", time_dist="logit_normal")
     )
     c.base = base_config()
+    # Per-dataset changes to c.base, shared by every arm on that dataset. The checkerboard's
+    # sharp cell edges are what a plain MLP on raw x learns slowest (spectral bias): Fourier
+    # features of x (frequencies 1, 2, ..., 32 rad per unit) cut its histogram KL at 4,000
+    # steps from 0.43 to 0.27 (fm, 2 seeds, same cost), and 12,000 steps to 0.17 (ddpm 0.14);
+    # the mixture (smooth, meets its targets in 4,000 steps) keeps the plain network.
+    c.base_by_dataset = ml_collections.ConfigDict(
+        {
+            "checkerboard": {
+                "train": {"num_steps": 12_000},
+                "model": {"overrides": {"fourier_features": 6, "fourier_scale": 1.0}},
+            }
+        }
+    )
     c.data_cache_mb = 256.0  # keep a seed's batches in memory when they fit
 
     c.eval = ml_collections.ConfigDict()
@@ -171,6 +184,10 @@ def get_config(arg=None):
     c.eval.sampler = "dpm++2m"  # DPM-Solver++(2M), log-SNR grid: each arm's native prediction
     c.eval.nfe = 16
     c.eval.arm_samplers = ml_collections.ConfigDict()
+    # Per dataset: the checkerboard's sharper models at 12,000 steps lose up to 25% of their
+    # histogram KL to the 16-NFE sampler's error (fm 0.16 at 16 NFE, 0.13 at 32, 0.125 at 64,
+    # 0.12 with dopri5 at tol 1e-5); at 32 NFE the curves measure the model, not the sampler.
+    c.eval.by_dataset = ml_collections.ConfigDict({"checkerboard": {"nfe": 32}})
     # Models are evaluated at t clamped to [t_eps, 1 - t_eps] when turned into a velocity (eps
     # targets are singular at t = 0 on CondOT and velocity conversions at t = 1 on VP).
     c.eval.t_eps = 1e-3
@@ -233,6 +250,8 @@ def get_config(arg=None):
         c.arms = "fm,ddpm"
         c.base.model.variant = "tiny"
         c.base.model.overrides = ml_collections.ConfigDict()
+        c.base_by_dataset = ml_collections.ConfigDict()
+        c.eval.by_dataset = ml_collections.ConfigDict()
         c.base.data.batch_size = 64
         c.base.train.num_steps = 40
         c.base.train.steps_per_dispatch = 10

@@ -81,6 +81,65 @@ def test_compare_arms_are_the_listed_variants_with_shared_training():
         compare.resolve_arms(config, "checkerboard")
 
 
+def test_per_dataset_overrides_change_only_their_dataset():
+    config = compare_default.get_config()
+    config.base_by_dataset = type(config.base_by_dataset)(
+        {"checkerboard": {"train": {"num_steps": 600}, "model": {"overrides": {"width": 16}}}}
+    )
+    config.eval.by_dataset = type(config.eval.by_dataset)({"checkerboard": {"nfe": 8}})
+    gmm = compare.resolve_arms(config, "gmm")[0].config
+    board = compare.resolve_arms(config, "checkerboard")[0].config
+    assert gmm.train.num_steps == config.base.train.num_steps
+    assert gmm.model.overrides.to_dict() == config.base.model.overrides.to_dict()
+    assert board.train.num_steps == 600
+    assert board.model.overrides.to_dict() == {**config.base.model.overrides.to_dict(), "width": 16}
+    assert {k: v for k, v in board.to_dict().items() if k not in ("train", "model", "data")} == {
+        k: v for k, v in gmm.to_dict().items() if k not in ("train", "model", "data")
+    }
+    assert compare._eval_draw(config, "fm", "checkerboard").nfe == 8
+    assert compare._eval_draw(config, "fm", "gmm").nfe == config.eval.nfe
+    config.base_by_dataset.checkerboard.trian = {"num_steps": 1}
+    with pytest.raises(ValueError, match="base_by_dataset.checkerboard.trian: unknown field"):
+        compare.resolve_arms(config, "checkerboard")
+    config.eval.by_dataset.checkerboard.num_samples = 10
+    with pytest.raises(ValueError, match="eval.by_dataset.checkerboard: unknown field"):
+        compare._eval_draw(config, "fm", "checkerboard")
+    b = {"train": {"num_steps": 4}, "data": {"batch_size": 2}, "ema": {"decays": [0.9]}}
+    b |= {"model": {"name": "mlp", "variant": "tiny", "overrides": {}}}
+    b |= {"optim": {"name": "adamw", "lr": 1e-3, "schedule": "constant", "warmup_steps": 0}}
+    own = {**b, "train": {"num_steps": 8}}
+    results = {
+        "config": {"base": b},
+        "datasets": {
+            "a": {"setup": compare._setup_line(b)},
+            "b": {"setup": compare._setup_line(own)},
+        },
+    }
+    line = compare._per_dataset_setup(results)
+    assert "**b**: 8 steps of batch 2" in line and "**a**" not in line
+
+
+def test_mlp_fourier_features_are_opt_in_and_closed_form():
+    import jax.numpy as jnp
+
+    from flowjax import models
+
+    x = jnp.array([[0.3, -1.7], [2.5, 0.0]])
+    plain = models.build_model("mlp", "tiny", input_shape=(2,), key=0)
+    off = models.build_model("mlp", "tiny", input_shape=(2,), key=0, fourier_features=0)
+    np.testing.assert_array_equal(plain(x, 0.4), off(x, 0.4))  # the default MLP is unchanged
+    on = models.build_model(
+        "mlp", "tiny", input_shape=(2,), key=0, fourier_features=3, fourier_scale=0.5
+    )
+    w = 0.5 * np.array([1.0, 2.0, 4.0])
+    arg = (np.asarray(x)[:, :, None] * w).reshape(2, -1)
+    want = np.concatenate([np.asarray(x), np.sin(arg), np.cos(arg)], axis=1)
+    np.testing.assert_allclose(on._features(x), want, rtol=1e-6, atol=1e-6)
+    assert on.dense_in.kernel.shape[0] == 2 * 7 + plain.dense_in.kernel.shape[0] - 2
+    with pytest.raises(ValueError, match="fourier_features >= 0"):
+        models.build_model("mlp", "tiny", input_shape=(2,), key=0, fourier_features=-1)
+
+
 # ----------------------------------------------------------------- analysis of recorded runs
 
 STEPS = [10, 20, 40, 80, 160, 320, 640]

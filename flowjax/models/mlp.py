@@ -29,6 +29,12 @@ class MLP(nnx.Module):
     (`ContextEmbedding`). `residual=False`: `depth` hidden layers
     h <- act(W h + b). `residual=True`: a first layer then `depth - 1` pre-norm residual layers
     h <- h + act(W LN(h) + U act(c)), which also re-inject c at every layer.
+
+    `fourier_features=F > 0` (opt-in; 0, the default, feeds x as it is) replaces the input x
+    by [x, sin(w_k x), cos(w_k x)], k = 0..F-1, per coordinate, at the fixed log-spaced
+    frequencies w_k = fourier_scale * 2**k (the positional encoding of NeRF, Mildenhall et al.
+    2020; Fourier features against the spectral bias of MLPs, Tancik et al. 2020): no
+    parameters, so a network with F = 0 is the plain MLP.
     """
 
     def __init__(
@@ -42,6 +48,8 @@ class MLP(nnx.Module):
         emb_dim: int | None = None,
         freq_dim: int = 64,
         time_scale: float = 1000.0,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
         dropout: float = 0.0,
         num_classes: int | None = None,
         two_times: bool = False,
@@ -56,7 +64,14 @@ class MLP(nnx.Module):
             raise ValueError(f"MLP: width and depth must be >= 1; got {width=}, {depth=}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MLP: dropout must be in [0, 1); got {dropout}")
+        if int(fourier_features) < 0 or not float(fourier_scale) > 0:
+            raise ValueError(
+                f"MLP: need fourier_features >= 0 and fourier_scale > 0; got "
+                f"{fourier_features=}, {fourier_scale=}"
+            )
         self.input_shape = (dim,)
+        self.fourier_features = int(fourier_features)
+        self.fourier_scale = float(fourier_scale)
         self.num_classes = num_classes
         self.two_times = bool(two_times)
         self.residual = bool(residual)
@@ -81,13 +96,22 @@ class MLP(nnx.Module):
             act=self.act,
             **kw,
         )
-        self.dense_in = nnx.Linear(dim + emb_dim, width, **kw)
+        in_dim = dim * (1 + 2 * self.fourier_features)
+        self.dense_in = nnx.Linear(in_dim + emb_dim, width, **kw)
         self.hidden = nnx.List([nnx.Linear(width, width, **kw) for _ in range(depth - 1)])
         if self.residual:
             self.norms = nnx.List([nnx.LayerNorm(width, **kw) for _ in range(depth - 1)])
             self.cond_proj = nnx.List([nnx.Linear(emb_dim, width, **kw) for _ in range(depth - 1)])
         self.dropout = nnx.Dropout(dropout)
         self.dense_out = nnx.Linear(width, dim, **kw)
+
+    def _features(self, x):
+        if not self.fourier_features:
+            return x
+        x = x.astype(jnp.float32)
+        w = self.fourier_scale * 2.0 ** jnp.arange(self.fourier_features, dtype=jnp.float32)
+        arg = (x[:, :, None] * w).reshape(x.shape[0], -1)
+        return jnp.concatenate([x, jnp.sin(arg), jnp.cos(arg)], axis=-1)
 
     def __call__(
         self,
@@ -107,7 +131,7 @@ class MLP(nnx.Module):
             no_context(context, "MLP")
         else:
             c = self.context.modulate(c, context)
-        h = self.act(self.dense_in(jnp.concatenate([x.astype(c.dtype), c], axis=-1)))
+        h = self.act(self.dense_in(jnp.concatenate([self._features(x).astype(c.dtype), c], -1)))
         h = self.dropout(h, deterministic=rngs is None, rngs=rngs)
         for i, layer in enumerate(self.hidden):
             if self.residual:

@@ -192,6 +192,30 @@ def estimate_sigma_data(dataset: str, data_dir: str = "", n: int = 10_000, **kwa
     return float(f"{float(np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))):.3g}")
 
 
+def _merge(cfg, over, where: str) -> None:
+    """Overwrites fields of ConfigDict `cfg` by the (nested) mapping `over`, in place; a field
+    `cfg` lacks is an error, except under a free-form mapping (model.overrides, *_kwargs)."""
+    over = over.to_dict() if hasattr(over, "to_dict") else dict(over)
+    for key, value in over.items():
+        free = where.endswith(".overrides") or where.endswith("_kwargs")
+        if key not in cfg and not free:
+            raise ValueError(f"{where}.{key}: unknown field; valid: {sorted(cfg.keys())}")
+        if isinstance(value, dict) and key in cfg and hasattr(cfg[key], "keys"):
+            _merge(cfg[key], value, f"{where}.{key}")
+        else:
+            cfg[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def base_for(config, dataset: str) -> ml_collections.ConfigDict:
+    """config.base with the dataset's overrides (config.base_by_dataset[dataset]) applied: the
+    training config every arm shares on that dataset."""
+    cfg = ml_collections.ConfigDict(config.base.to_dict())
+    over = config.get("base_by_dataset", None)
+    if over is not None and dataset in over:
+        _merge(cfg, over[dataset], f"config.base_by_dataset.{dataset}")
+    return cfg
+
+
 def resolve_arms(config, dataset: str, num_devices: int = 1) -> list[ResolvedArm]:
     """The arms of `config` on `dataset`, each a full validated flowjax config.
 
@@ -214,7 +238,7 @@ def resolve_arms(config, dataset: str, num_devices: int = 1) -> list[ResolvedArm
                 f"config.variants.{name}: precond='edm' makes the network a data (x1) predictor; "
                 "it needs objective.name='diffusion' and objective.target='x1'"
             )
-        cfg = ml_collections.ConfigDict(config.base.to_dict())
+        cfg = base_for(config, dataset)
         cfg.data.name = dataset
         for key, value in obj_v.items():
             if key not in cfg.objective:
@@ -411,11 +435,21 @@ def _sweep_settings(sweep, t_eps: float) -> list[tuple[str, float, Draw]]:
     return out
 
 
-def _eval_draw(config, arm_name: str) -> Draw:
-    """The sampler of the training curves: config.eval.sampler (per arm: eval.arm_samplers)."""
+def _eval_draw(config, arm_name: str, dataset: str = "") -> Draw:
+    """The sampler of the training curves: config.eval.sampler at eval.nfe (per dataset:
+    eval.by_dataset[dataset].sampler / .nfe; per arm: eval.arm_samplers)."""
     ev = config.eval
-    name = str(ev.get("arm_samplers", {}).get(arm_name, "") or ev.sampler)
-    return spec_draw(name, int(ev.nfe), t_eps=float(ev.t_eps), sweep=config.sweep)
+    own = ev.get("by_dataset", None)
+    own = own.get(dataset, None) if own is not None else None
+    own = dict(own.to_dict() if hasattr(own, "to_dict") else (own or {}))
+    unknown = sorted(set(own) - {"sampler", "nfe"})
+    if unknown:
+        raise ValueError(
+            f"config.eval.by_dataset.{dataset}: unknown field(s) {unknown}; valid: nfe, sampler"
+        )
+    name = str(ev.get("arm_samplers", {}).get(arm_name, "") or own.get("sampler", ev.sampler))
+    nfe = int(own.get("nfe", ev.nfe))
+    return spec_draw(name, nfe, t_eps=float(ev.t_eps), sweep=config.sweep)
 
 
 def _noise(spec, n: int, seeds: Sequence[int], eval_seed: int, salt: int):
@@ -634,7 +668,7 @@ def _run_dataset(config, dataset, seeds, log):
     ev = config.eval
     x0, y = _noise(spec, num_eval, seeds, int(ev.seed), salt=0)
     eval_key = jax.random.fold_in(jax.random.key(int(ev.seed)), 3)
-    draws = [_eval_draw(config, a.name) for a in arms]
+    draws = [_eval_draw(config, a.name, dataset) for a in arms]
     curves = {
         a.name: {"step": [], "fused_seconds": [], "nfe": [], **{m: [] for m in stages["curve"]}}
         for a in arms
@@ -746,6 +780,7 @@ def _run_dataset(config, dataset, seeds, log):
 
     raw = {
         "spec": {"shape": list(spec.shape), "kind": spec.kind, "num_classes": spec.num_classes},
+        "setup": _setup_line(base),
         "eval_steps": evals,
         "eval_num_samples": num_eval,
         "eval_samplers": {
@@ -1391,6 +1426,28 @@ def _opening(results: dict) -> list[str]:
     ]
 
 
+def _setup_line(b) -> str:
+    """The training set-up shared by the arms of a dataset, in words."""
+    b = b.to_dict() if hasattr(b, "to_dict") else b
+    return (
+        f"{b['train']['num_steps']} steps of batch {b['data']['batch_size']} per arm and seed; "
+        f"network {b['model']['name']}/{b['model']['variant']} {b['model']['overrides'] or ''}; "
+        f"optimizer {b['optim']['name']} lr {b['optim']['lr']} ({b['optim']['schedule']}, "
+        f"warmup {b['optim']['warmup_steps']}); EMA {b['ema']['decays'][0]} evaluated."
+    )
+
+
+def _per_dataset_setup(results: dict) -> str:
+    """The datasets whose training set-up differs from config.base (config.base_by_dataset)."""
+    common = _setup_line(results["config"]["base"])
+    own = [
+        f"**{n}**: {ds['setup']}"
+        for n, ds in results["datasets"].items()
+        if ds.get("setup", common) != common
+    ]
+    return " Per dataset (`config.base_by_dataset`): " + " ".join(own) if own else ""
+
+
 def render(results: dict) -> str:
     """The Markdown report of a comparison: the verdict table first."""
     cfg = results["config"]
@@ -1401,11 +1458,7 @@ def render(results: dict) -> str:
         *_opening(results),
         "## Setup",
         "",
-        f"Mode: **{results['mode']}**; {b['train']['num_steps']} steps of batch "
-        f"{b['data']['batch_size']} per arm and seed; network {b['model']['name']}/"
-        f"{b['model']['variant']} {b['model']['overrides'] or ''}; optimizer "
-        f"{b['optim']['name']} lr {b['optim']['lr']} ({b['optim']['schedule']}, warmup "
-        f"{b['optim']['warmup_steps']}); EMA {b['ema']['decays'][0]} evaluated.",
+        f"Mode: **{results['mode']}**; {_setup_line(b)}" + _per_dataset_setup(results),
         *studies.machine_lines(results),
         "",
         "Every arm uses the same network, optimizer, batch size, number of steps, initial "
