@@ -1,8 +1,9 @@
 r"""The embedded default of `python -m experiments.compare`: flow matching vs diffusion in 2D.
 
-Two arms, 8 seeds, the same MLP (3 x 128), optimizer, batch (256), 4,000 steps and data, on the
-analytic Gaussian mixture (`fj.data.gmm_params("gmm")`) and the 2D checkerboard, every arm x
-seed of a dataset trained in one compiled program (`studies.ArmTrainer`):
+Two arms, 8 seeds, the same MLP (3 x 128), optimizer, batch (256) and data for both arms, on the
+analytic Gaussian mixture (`fj.data.gmm_params("gmm")`, 4,000 steps) and the 2D checkerboard
+(12,000 steps, Fourier features of x: `config.base_by_dataset`), every arm x seed of a dataset
+trained in one compiled program (`studies.ArmTrainer`):
 
   fm          flow matching: CondOT path, velocity target, uniform t (Lipman et al. 2023)
   ddpm        DDPM-style diffusion: VP path, eps target, plain eps MSE (Ho et al. 2020) [baseline]
@@ -15,7 +16,7 @@ preconditioning).
   python -m experiments.compare --workdir=/tmp/cmp
   python -m experiments.compare --config=configs/compare_default.py:ablation --workdir=/tmp/abl
   python -m experiments.compare --workdir=/tmp/cmp --config.num_seeds=12 \
-      --config.base.train.num_steps=8000 --config.datasets=checkerboard
+      --config.base_by_dataset.checkerboard.train.num_steps=24000 --config.datasets=checkerboard
 
 Variants (comma-separated): `ablation` (start from `ablation.base` = ddpm and change one
 factor at a time: path -> condot, target -> velocity, weighting -> min_snr, time -> logit-normal),
@@ -26,19 +27,38 @@ data-vs-data floor at the evaluation size (2,000 samples): levels 32x ... 1.25x 
 report.md opens with the verdict table (steps, seconds and FLOPs to each level, final quality,
 4-NFE quality at each arm's best sampler), computed from results.json.
 
-Runtime (measured 2026-12-04, jax 0.10.2, 2 CPU cores shared with other jobs at load average
-20-31): 378 CPU seconds (user + sys, /usr/bin/time), i.e. about 4.9 minutes of quiet wall time
-(CPU / 1.3); 28 minutes of wall time on that loaded machine.
+Runtime (measured 2026-12-04 21:55-22:13 UTC, `/usr/bin/time -v python -m experiments.compare
+--workdir=/work/runs/compare` under `nice -n 5`, jax 0.10.2, 2 CPU cores shared with other jobs
+at load average 8-13): 580 CPU seconds (562 user + 18 sys), 17:09 of wall time on that loaded
+machine. Not measured quiet: at the 1.37 CPU s per wall s of the previous default's quiet run
+(392 CPU s, 286 s wall) that is about 425 s (7.1 minutes). Of it the checkerboard's fused
+training is ~3x the mixture's (514 s vs 133 s of loaded wall time).
 
-Expected result (that run, 8 seeds): on the mixture, floor 0.232 [0.211, 0.254]; fm ends at
-0.98x the floor and ddpm at 1.06x; fm reaches 1.25x the floor in 1.46x fewer steps than ddpm
-(95% CI [1.07, 1.99], a lower bound: ddpm missed it in 1 of 8 seeds), 1.5x in 1.67x [1.34, 2.10]
-fewer; both have the same FLOPs per step, so the FLOP ratios equal the step ratios; fm's final
-likelihood KL is 2.0x [1.6, 2.5] lower (0.041 vs 0.082 nats). On the checkerboard, floor 0.0347;
-neither arm gets below 13x the floor in 4,000 steps (fm 13.3x, ddpm 16.5x), so the fine levels
-are censored for both (the 1.5x-floor target is NOT met there); fm reaches 16x the floor 2.26x
-[1.93, 2.65] sooner (a lower bound: ddpm missed it in 5 of 8 seeds). At 4 NFE ddpm at its best
-sampler (Euler) beats fm at its best (UniPC) on both datasets (ratio 0.46x and 0.56x).
+Expected result (that run, 8 seeds). Mixture (unchanged set-up, identical numbers to the
+4,000-step default before): floor 0.232 [0.211, 0.254]; fm ends at 0.98x the floor and ddpm at
+1.06x; fm reaches 1.25x the floor in 1.46x fewer steps than ddpm (95% CI [1.07, 1.99], width
+1.86x; a lower bound: ddpm missed it in 1 of 8 seeds), 1.5x in 1.67x [1.34, 2.10] fewer; same
+FLOPs per step; fm's final likelihood KL is 2.0x [1.6, 2.5] lower (0.041 vs 0.082 nats).
+Checkerboard: floor 0.0347 [0.031, 0.038]; after 12,000 steps ddpm ends at 0.113 (3.3x the
+floor) and fm at 0.136 (3.9x): ddpm's final hist_kl is 0.83x [0.79, 0.87] fm's. fm reaches 32x
+the floor 1.87x [1.70, 2.06] sooner, but ddpm reaches 16x, 8x and 4x sooner (fm / ddpm speed-up
+0.85x [0.73, 0.98], 0.66x [0.60, 0.73], 0.68x [0.61, 0.76]; fm missed 4x in 3 of 8 seeds).
+Neither arm reaches 2x the floor in any seed: the 1.5x-floor target and the 1.25x headline are
+NOT met on the checkerboard (best arm 3.3x the floor; the headline ratio is censored, n/a).
+At 4 NFE ddpm at its best sampler (Euler) beats fm at its best on both datasets (ratio 0.46x,
+0.65x).
+
+Why the checkerboard misses (diagnosis, fm, seeds 0-1, 2 CPU cores): hist_kl here is close to
+the mass the model puts outside the black cells (its exact KL against the data blurred by a
+Gaussian of std s is 0.016 at s = 0.02, 0.08 at s = 0.1: 1.5x the floor needs < ~1.7% of the
+mass outside the cells), and the samples leak 25% (3 x 128 plain MLP, 4,000 steps), 11% (fm,
+Fourier features, 12,000 steps) and 8% (ddpm). Plain MLP: 0.43 at 4,000 steps, 0.37 at 8,000,
+0.28 at 16,000; width 256, lr 1e-3 / 4e-3, batch 1024 change it by < 15%. Fourier features:
+0.27 at 4,000 steps, 0.17 at 12,000 (fm at the 16-NFE sampler; 0.115 with dopri5 at tol 1e-5,
+so the 16-NFE sampler was costing ~40% there: hence 32 NFE for the curves). ddpm with Fourier
+features at 36,000 steps (2 seeds, 32 NFE): 0.070 = 2.0x the floor (0.060 with that sampler on
+fresh noise); at its rate from 12,000 to 36,000 steps (hist_kl ~ steps^-0.44) 1.5x the floor
+needs ~70,000 steps, ~6x this default's checkerboard training: ~25 minutes on 2 quiet cores.
 """
 
 import ml_collections

@@ -107,16 +107,19 @@ def test_per_dataset_overrides_change_only_their_dataset():
     b = {"train": {"num_steps": 4}, "data": {"batch_size": 2}, "ema": {"decays": [0.9]}}
     b |= {"model": {"name": "mlp", "variant": "tiny", "overrides": {}}}
     b |= {"optim": {"name": "adamw", "lr": 1e-3, "schedule": "constant", "warmup_steps": 0}}
+    b["model"]["overrides"] = {"width": 8, "depth": 2}
     own = {**b, "train": {"num_steps": 8}}
+    same = {**b, "model": {**b["model"], "overrides": {"depth": 2, "width": 8}}}
     results = {
         "config": {"base": b},
         "datasets": {
             "a": {"setup": compare._setup_line(b)},
             "b": {"setup": compare._setup_line(own)},
+            "c": {"setup": compare._setup_line(same)},  # the same overrides in another order
         },
     }
     line = compare._per_dataset_setup(results)
-    assert "**b**: 8 steps of batch 2" in line and "**a**" not in line
+    assert "**b**: 8 steps of batch 2" in line and "**a**" not in line and "**c**" not in line
 
 
 def test_mlp_fourier_features_are_opt_in_and_closed_form():
@@ -398,6 +401,7 @@ def test_tiny_run_writes_the_shared_schema(tiny_runs):
 def test_report_matches_the_recorded_curves(tiny_runs):
     results = json.loads((tiny_runs[0] / "results.json").read_text())
     report = (tiny_runs[0] / "report.md").read_text()
+    assert compare.render(results) == report  # the report is a function of results.json alone
     ds = results["datasets"]["checkerboard"]
     # The report opens with the verdict table, each row a recorded verdict.
     assert report.index("## Verdicts") < report.index("## Setup")

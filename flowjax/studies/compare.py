@@ -1299,6 +1299,11 @@ def _levels_tables(ds) -> list[str]:
     return out
 
 
+def _nan(x) -> float:
+    """A recorded number; None (how results.json stores NaN: a level not reached) is NaN."""
+    return math.nan if x is None else float(x)
+
+
 def _compute_table(ds) -> list[str]:
     costs = ds.get("cost")
     if not costs:
@@ -1315,8 +1320,8 @@ def _compute_table(ds) -> list[str]:
                 fmt(c["bytes_per_step"] / 1e6),
                 fmt(c["peak_memory_bytes"] / 2**20),
                 fmt(c["seconds_per_step"] * 1e3),
-                f"{fmt(a['flops']['mean'] / 1e9)} ({_level_name(level['factor'])})",
-                f"{fmt(a['seconds']['mean'])} ({_level_name(level['factor'])})",
+                f"{fmt(_nan(a['flops']['mean']) / 1e9)} ({_level_name(level['factor'])})",
+                f"{fmt(_nan(a['seconds']['mean']))} ({_level_name(level['factor'])})",
             ]
         )
     return [
@@ -1429,9 +1434,10 @@ def _opening(results: dict) -> list[str]:
 def _setup_line(b) -> str:
     """The training set-up shared by the arms of a dataset, in words."""
     b = b.to_dict() if hasattr(b, "to_dict") else b
+    overrides = dict(sorted((b["model"]["overrides"] or {}).items()))  # one order per set-up
     return (
         f"{b['train']['num_steps']} steps of batch {b['data']['batch_size']} per arm and seed; "
-        f"network {b['model']['name']}/{b['model']['variant']} {b['model']['overrides'] or ''}; "
+        f"network {b['model']['name']}/{b['model']['variant']} {overrides or ''}; "
         f"optimizer {b['optim']['name']} lr {b['optim']['lr']} ({b['optim']['schedule']}, "
         f"warmup {b['optim']['warmup_steps']}); EMA {b['ema']['decays'][0]} evaluated."
     )
