@@ -248,6 +248,31 @@ def test_last_value_location_inverts_and_zero_is_the_naive_forecast():
         SeriesWindows(ds, 5, loc="mean")
 
 
+@pytest.mark.parametrize("pad", [False, True])
+def test_drift_location_inverts_and_zero_is_the_random_walk_with_drift(pad):
+    ds = _dataset(np.random.default_rng(12), windows=2, lo=6 if pad else 20)
+    t = 8
+    win = SeriesWindows(ds, t, pad=pad, min_observed=1, loc="drift")
+    pasts, targets, _ = ds.test_split()
+    test = win.windows("test")
+    back = SeriesWindows.unscale(test["x1"], test["scale"], test["loc"])
+    np.testing.assert_allclose(back, targets, rtol=1e-5)
+    # x = 0 is the random walk with drift through the first and last observed context values.
+    zero = SeriesWindows.unscale(
+        np.zeros((len(targets), 2, *win.target_shape)), test["scale"], test["loc"]
+    )
+    for j, (i, e) in enumerate(win.index("test")):
+        seen = ds.values[i][max(e - ds.horizon - t, 0) : e - ds.horizon, 0]
+        slope = (seen[-1] - seen[0]) / (len(seen) - 1)
+        drift = seen[-1] + slope * np.arange(1, ds.horizon + 1)
+        np.testing.assert_allclose(
+            zero[j, :, :, 0], np.broadcast_to(drift, (2, ds.horizon)), rtol=1e-6
+        )
+    last = SeriesWindows(ds, t, pad=pad, min_observed=1, loc="last").windows("train")
+    drift_train = win.windows("train")
+    np.testing.assert_array_equal(drift_train["context"], last["context"])  # context as "last"
+
+
 def test_bad_series_input_errors():
     rng = np.random.default_rng(6)
     with pytest.raises(ValueError, match=r"series 'x' has 5 points, not more than the 1 test"):
@@ -501,8 +526,9 @@ def test_sequence_model_learns_from_its_context():
 
 
 def test_flowmap_warm_start_is_the_teachers_euler_step():
-    # The warm-started two-time student is X(x, s, t) = x + (t - s) v(x, t) for every s: the
-    # teacher's weights, and the s-embedding's last layer zeroed (without it, s leaks in).
+    # The warm-started two-time student is X(x, s, t) = x + (t - s) v(x, s), the teacher's
+    # Euler step from s: the teacher's weights, its time embedding on s and the t-embedding's
+    # last layer zeroed (without it, t leaks in).
     from flowjax.studies import forecast
 
     teacher = SequenceNet(_X, context_shape=_CTX, rngs=nnx.Rngs(0), **_NET)
@@ -517,10 +543,10 @@ def test_flowmap_warm_start_is_the_teachers_euler_step():
     ctx = jax.random.normal(jax.random.key(10), (3, *_CTX))
     t, s = jnp.array([0.5, 0.9, 1.0]), jnp.array([0.0, 0.3, 0.5])
     X = fj.flowmaps.as_callable(apply_s, warm, context=ctx)
-    v = apply_t(p_t, x, t, context=ctx)
+    v = apply_t(p_t, x, s, context=ctx)
     euler = x + (t - s)[:, None, None] * v
     np.testing.assert_allclose(X(x, s, t), euler, atol=1e-5)
-    leaky = dict(warm, cond=dict(warm["cond"], s_embed=p_s["cond"]["s_embed"]))
+    leaky = dict(warm, cond=dict(warm["cond"], t_embed=p_s["cond"]["t_embed"]))
     X_leaky = fj.flowmaps.as_callable(apply_s, leaky, context=ctx)
     assert np.abs(X_leaky(x, s, t) - euler).max() > 1e-3
 

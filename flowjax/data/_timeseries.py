@@ -584,7 +584,7 @@ def to_multivariate(ds: SeriesDataset, *, name: str | None = None) -> SeriesData
 
 
 FEATURES = ("observed", "log_scale", "phase")
-LOCS = (None, "last")
+LOCS = (None, "last", "drift")
 
 
 class SeriesWindows:
@@ -623,9 +623,14 @@ class SeriesWindows:
         instance). A series too short for any such window still trains nothing but is
         forecast at test. 1 keeps every padded window.
       min_scale: floor of the scale.
-      loc: None (mean scaling alone, as DeepAR) or "last": subtract each window's last
+      loc: None (mean scaling alone, as DeepAR), "last": subtract each window's last
         observed context value before scaling, (z - z_last) / scale, so the model forecasts
-        the departure from the naive forecast (whose MASE is 1 step ahead by construction).
+        the departure from the naive forecast (whose MASE is 1 step ahead by construction),
+        or "drift": the context as with "last", the target's location the random walk with
+        drift through the window's first and last observed context values,
+        z_last + k (z_last - z_first) / (n_observed - 1) at horizon step k = 1 .. H (0 slope
+        for one observed point), so the model forecasts the departure from that classical
+        benchmark (Hyndman & Athanasopoulos, "Forecasting: principles and practice", 5.2).
     """
 
     def __init__(
@@ -722,7 +727,8 @@ class SeriesWindows:
         """The windows `indices` (default all) of `split` as arrays:
 
         "x1" float32 (n, H, C) scaled target, "context" float32 (n, T, C') scaled context with
-        features, "scale" float32 (n, C), "label" int32 (n,) the series index.
+        features, "scale" float32 (n, C), "loc" float32 (n, H, C) the location per horizon step
+        (zeros for loc=None), "label" int32 (n,) the series index.
         """
         idx = self.index(split)
         idx = idx if indices is None else idx[np.asarray(indices, np.int64)]
@@ -747,8 +753,13 @@ class SeriesWindows:
         count = obs.sum(1, keepdims=True)
         mean_abs = np.abs(ctx).sum(1) / np.maximum(count, 1.0)
         scale = np.where(mean_abs > 0, np.maximum(mean_abs, self.min_scale), 1.0)
-        loc = ctx[:, -1, :] if self.loc == "last" else np.zeros_like(scale)
-        chans = [(ctx - loc[:, None, :]) * obs[..., None] / scale[:, None, :]]
+        last = ctx[:, -1, :] if self.loc else np.zeros_like(scale)
+        loc = np.broadcast_to(last[:, None, :], target.shape)
+        if self.loc == "drift":
+            first = ctx[np.arange(len(idx)), t - np.maximum(count[:, 0], 1).astype(np.int64)]
+            slope = (last - first) / np.maximum(count - 1.0, 1.0)
+            loc = last[:, None, :] + np.arange(1, h + 1)[None, :, None] * slope[:, None, :]
+        chans = [(ctx - last[:, None, :]) * obs[..., None] / scale[:, None, :]]
         if "observed" in self.features:
             chans.append(obs[..., None])
         if "log_scale" in self.features:
@@ -759,7 +770,7 @@ class SeriesWindows:
         if dyn is not None:
             chans.append(np.stack(dyn))
         return {
-            "x1": ((target - loc[:, None, :]) / scale[:, None, :]).astype(np.float32),
+            "x1": ((target - loc) / scale[:, None, :]).astype(np.float32),
             "context": np.concatenate(chans, axis=-1).astype(np.float32),
             "scale": scale.astype(np.float32),
             "loc": loc.astype(np.float32),
@@ -772,11 +783,17 @@ class SeriesWindows:
         scale: Float[np.ndarray, "n c"],
         loc: Float[np.ndarray, "n c"] | None = None,
     ) -> np.ndarray:
-        """Scaled forecasts (n, [S,] H, C) back on the original scale: x * scale + loc."""
+        """Scaled forecasts (n, [S,] H, C) back on the original scale: x * scale + loc, loc
+        (n, C) or per horizon step (n, H, C) as `windows` gives it."""
         samples = np.asarray(samples, np.float64)
         shape = (len(scale), *([1] * (samples.ndim - 2)), np.shape(scale)[-1])
         out = samples * np.asarray(scale, np.float64).reshape(shape)
-        return out if loc is None else out + np.asarray(loc, np.float64).reshape(shape)
+        if loc is None:
+            return out
+        loc = np.asarray(loc, np.float64)
+        if loc.ndim == 3:  # (n, H, C): broadcast over the sample axes
+            return out + loc.reshape(len(loc), *([1] * (samples.ndim - 3)), *loc.shape[1:])
+        return out + loc.reshape(shape)
 
 
 class WindowSource:
