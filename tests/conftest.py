@@ -14,6 +14,10 @@ Strict checks (diffrax's habit), per test module as listed in `STRICT`:
 A module not listed runs with JAX's defaults and no type checks; list it once it passes.
 """
 
+import os
+import shutil
+import tempfile
+
 import beartype  # noqa: F401  (the run-time checker of the import hook below)
 import jax
 import jaxtyping
@@ -56,6 +60,35 @@ STRICT = {
     "test_strict_checks": ("strict", True, ()),
     "test_train": ("standard", True, ()),  # optax's Adam
 }
+
+
+# One persistent XLA compilation cache per test run, shared by the xdist workers and by the
+# child processes of launcher / notebook / multi-process tests (they inherit the environment).
+# Most programs are compiled more than once in a run: studies run twice to check reproducibility,
+# resumed runs recompile what the uninterrupted one compiled, smoke configs repeat across files.
+# JAX keys an entry by the program's HLO, compile options, devices and versions, so a hit returns
+# the executable that compiling would give. Created by the controller before the workers start
+# and removed at the end, so every run starts cold (as CI does). FLOWJAX_TEST_XLA_CACHE="" turns
+# it off.
+_CACHE_ENV = "FLOWJAX_TEST_XLA_CACHE"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="flowjax-xla-cache-")
+        config._flowjax_xla_cache = os.environ[_CACHE_ENV]
+    cache = os.environ.get(_CACHE_ENV, "")
+    if cache:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_flowjax_xla_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
