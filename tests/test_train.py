@@ -6,6 +6,7 @@ improves clearly over the untrained model.
 """
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -307,7 +308,7 @@ def test_digits_learns(tmp_path):
     config.optim.warmup_steps = 50
     config.train.num_steps = 200
     config.train.log_every = 50
-    config.train.checkpoint_every = 0
+    config.train.checkpoint_every = 100
     config.eval.every = 0
     config.eval.num_steps = 10
     summary = fj.train.train_and_evaluate(config, str(tmp_path))
@@ -315,6 +316,11 @@ def test_digits_learns(tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
     before, after = summary["initial_eval"]["eval/digits_fd"], summary["eval"]["eval/digits_fd"]
     assert after < 0.25 * before, (before, after)
+    # The in-memory image path end to end: checkpoints, the sample grid, and the restore.
+    assert summary["latest_checkpoint"] == 200
+    assert os.path.exists(tmp_path / "samples" / "step_0000200.png")
+    _, state = fj.train.restore(config, str(tmp_path))
+    assert int(state.step) == 200
 
 
 def test_optax_state_is_part_of_the_checkpointed_state():
