@@ -296,20 +296,22 @@ class ArmTrainer:
         """Arm a's state, leaves (S, ...): what `SeedTrainer` would hold for that arm."""
         return jax.tree.map(lambda x: x[a], state)
 
-    def cost(self, chunk: dict, *, repeats: int = 3) -> list[dict]:
+    def cost(self, chunk: dict, *, repeats: int = 5) -> list[dict]:
         """Per arm, the cost of ONE (arm, seed) step of a separate run of that arm.
 
         flops_per_step and bytes_per_step are XLA's cost analysis of the compiled one-step
         program (no loop: XLA counts a loop's body once, so a data-dependent loop inside the
         objective, e.g. Sinkhorn's iterations, is counted once: a lower bound there);
         peak_memory_bytes is its memory analysis (arguments + outputs + temporaries - aliased);
-        seconds_per_step is the wall time of a K-step dispatch of seed 0's batches (the
-        median of `repeats`, after one untimed call) over K (what Sinkhorn really costs).
+        seconds_per_step is the wall time of a K-step dispatch of seed 0's batches over K (what
+        Sinkhorn really costs): the median of `repeats` dispatches, after one untimed call,
+        timed round-robin over the arms (arm 1, arm 2, ..., arm 1, ...) so that a change of the
+        machine's load during the measurement falls on every arm alike rather than on one.
         """
         batches = {k: jnp.asarray(np.asarray(v)[0]) for k, v in chunk.items()}  # (K, B, ...)
         num = int(batches["x1"].shape[0])
         one = {k: v[:1] for k, v in batches.items()}
-        out = []
+        out, runs = [], []
         for objective, model in self.arms:
             loss = functools.partial(objective, model=model)
             state = self._init_one(jnp.asarray(0, jnp.int32))
@@ -319,18 +321,18 @@ class ArmTrainer:
             exe = k_steps.lower(state, batches).compile()
             state, _ = exe(state, batches)
             jax.block_until_ready(state)
-            times = []
-            for _ in range(max(int(repeats), 1)):
+            runs.append([exe, state, []])
+            out.append(
+                {"flops_per_step": flops, "bytes_per_step": nbytes, "peak_memory_bytes": peak}
+            )
+        for _ in range(max(int(repeats), 1)):
+            for run in runs:
+                exe, state, times = run
                 t0 = time.perf_counter()
                 state, _ = exe(state, batches)
                 jax.block_until_ready(state)
                 times.append(time.perf_counter() - t0)
-            out.append(
-                {
-                    "flops_per_step": flops,
-                    "bytes_per_step": nbytes,
-                    "peak_memory_bytes": peak,
-                    "seconds_per_step": statistics.median(times) / num,
-                }
-            )
+                run[1] = state
+        for row, (_, _, times) in zip(out, runs, strict=True):
+            row["seconds_per_step"] = statistics.median(times) / num
         return out

@@ -1178,8 +1178,8 @@ def headline(ds: dict, arm: str = "") -> list[dict]:
             f"steps x {words} per step (one run alone, `ArmTrainer.cost`) at the finest level "
             f"both reached in every seed ({lv})"
             + (
-                "; seconds per step measured once per arm, on a shared machine: their noise "
-                "is not in the interval"
+                "; seconds per step are medians of 5 dispatches per arm, timed round-robin "
+                "on one machine: their noise is not in the interval"
                 if words == "seconds"
                 else ""
             ),
