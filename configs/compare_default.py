@@ -30,8 +30,9 @@ report.md opens with the verdict table (steps, seconds and FLOPs to each level, 
 Runtime (measured 2026-12-04 21:55-22:13 UTC, `/usr/bin/time -v python -m experiments.compare
 --workdir=/work/runs/compare` under `nice -n 5`, jax 0.10.2, 2 CPU cores shared with other jobs
 at load average 8-13): 580 CPU seconds (562 user + 18 sys), 17:09 of wall time on that loaded
-machine. Not measured quiet: at the 1.37 CPU s per wall s of the previous default's quiet run
-(392 CPU s, 286 s wall) that is about 425 s (7.1 minutes). Of it the checkerboard's fused
+machine. Less loaded (2026-12-04 22:53 UTC, load 1.4-4.6, `--workdir=/tmp/cmp_quiet`): 555 CPU
+seconds (544 user + 11 sys), 7:53 wall; every step and quality number equal to the loaded run's.
+Of it the checkerboard's fused
 training is ~3x the mixture's (514 s vs 133 s of loaded wall time).
 
 Expected result (that run, 8 seeds). Mixture (unchanged set-up, identical numbers to the
