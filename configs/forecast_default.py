@@ -85,6 +85,10 @@ def get_config(arg=None):
     c.data_dir = ""  # GluonTS benchmarks: data_dir/<gluonts name>/ (no downloads here)
     c.arms = "fm,diffusion,flowmap"  # add fm_gp for the OU-source arm
     c.baselines = "naive,drift,ets"
+    # True: run on the validation split (SeriesWindows(holdout=True): every series' last
+    # num_test_windows x horizon training points are the test windows; the real test points
+    # are never read), to choose settings without the test windows.
+    c.validation = False
     c.context_length = 0  # 0: the dataset's default (fj.data.SERIES[name].context_length)
     # Context features (fj.data.SeriesWindows; "observed" comes with padding, "phase" is dropped
     # for season 1, so M1 yearly is unchanged). El Nino, fm, 400 steps, 2 seeds: CRPS 0.0587

@@ -102,7 +102,7 @@ def test_per_dataset_overrides_change_only_their_dataset():
     with pytest.raises(ValueError, match="base_by_dataset.checkerboard.trian: unknown field"):
         compare.resolve_arms(config, "checkerboard")
     config.eval.by_dataset.checkerboard.num_samples = 10
-    with pytest.raises(ValueError, match="eval.by_dataset.checkerboard: unknown field"):
+    with pytest.raises(ValueError, match="eval.by_dataset.checkerboard.num_samples: unknown field"):
         compare._eval_draw(config, "fm", "checkerboard")
     b = {"train": {"num_steps": 4}, "data": {"batch_size": 2}, "ema": {"decays": [0.9]}}
     b |= {"model": {"name": "mlp", "variant": "tiny", "overrides": {}}}

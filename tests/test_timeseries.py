@@ -188,6 +188,35 @@ def test_windows_never_include_test_points_and_cover_every_train_window():
     assert names[:2] == ["a/0", "a/1"] and len(names) == 6
 
 
+def test_holdout_is_the_test_protocol_one_block_earlier_and_reads_no_test_point():
+    lengths = (9, 25, 40)  # "a" is too short for a validation training window
+    values = tuple(1000.0 * (i + 1) + np.arange(n) for i, n in enumerate(lengths))
+    ds = SeriesDataset("trace", values, ("a", "b", "c"), "D", 4, num_test_windows=2)
+    t, h = 5, 4
+    win = SeriesWindows(ds, t, features=(), holdout=True)
+    assert win.dropped == ("a",) and win.ds.names == ("b", "c")
+    _, targets, names = win.ds.test_split()
+    assert names == ["b/0", "b/1", "c/0", "c/1"]
+    # The validation targets are the last 2 x 4 training points: the real test blocks moved
+    # one protocol length (8 points) back.
+    for j, (i, n) in enumerate([(1, 25), (1, 25), (2, 40), (2, 40)]):
+        end = n - 2 * h + (j % 2 + 1) * h - 2 * h
+        np.testing.assert_allclose(targets[j, :, 0], 1000.0 * (i + 1) + np.arange(end - h, end))
+    test = win.windows("test")
+    np.testing.assert_allclose(SeriesWindows.unscale(test["x1"], test["scale"]), targets, rtol=1e-5)
+    train = win.windows("train")
+    tgt = SeriesWindows.unscale(train["x1"], train["scale"])[..., 0]
+    first_val = np.where(train["label"] == 0, 1000.0 * 2 + 25, 1000.0 * 3 + 40) - 4 * h
+    assert (tgt.max(1) < first_val - 0.5).all()  # training stops before validation
+    assert win.num_windows("train") == sum(n - 4 * h - t - h + 1 for n in (25, 40))
+    # Dynamic features are cut with their series; nothing left is an error.
+    feats = _dataset(np.random.default_rng(0), features=True, lo=30, hi=31)
+    held = feats.holdout()
+    assert [len(f) for f in held.dynamic_features] == [len(v) for v in held.values] == [27] * 4
+    with pytest.raises(ValueError, match="no series has the 7 points a validation split needs"):
+        _dataset(np.random.default_rng(0), lo=6, hi=7).holdout()
+
+
 def test_padded_windows_observed_channel_and_features():
     ds = _dataset(np.random.default_rng(5), lo=8, hi=10)  # 5..6 training points per series
     with pytest.raises(ValueError, match=r"fewer than context 12 \+ horizon 3 = 15; use pad=True"):
@@ -565,6 +594,11 @@ def test_dataset_overrides_change_only_their_dataset():
     assert sizes(el) == (400, 50, 400) and sizes(m1) == (300, 100, 500)
     assert el.train.batch_size == m1.train.batch_size == c.train.batch_size == 64
     assert c.train.num_steps == 1000  # the base config is left alone
+    # A misspelt field is an error naming it, not a silent no-op (the shared merge).
+    c.overrides.m1_yearly = dict(train=dict(num_stpes=300))
+    with pytest.raises(ValueError, match=r"overrides.m1_yearly.train.num_stpes: unknown field"):
+        forecast.dataset_config(c, "m1_yearly")
+    c.overrides.m1_yearly = dict(train=dict(num_steps=300))
     c.overrides.m1_yearly_typo = dict(seed=1)
     with pytest.raises(ValueError, match=r"overrides: unknown dataset\(s\) \['m1_yearly_typo'\]"):
         forecast.run(c, "/nonexistent", log=lambda *a: None)
@@ -602,6 +636,15 @@ def test_forecast_study_writes_schema_and_recomputable_npz(tmp_path):
     assert results["datasets"]["m1_yearly"]["baselines"]["naive"]["nd"] == pytest.approx(
         0.2093, abs=1e-4
     )  # the seasonal-naive figure of the published M1 tables
+    # Reproducible from the seeds, and the NFE-1 column reused from the training curve's last
+    # point equals a fresh draw: a rerun whose curve uses 2 steps draws NFE 1 anew.
+    c.eval.curve_nfe = 2
+    again = forecast.run(c, str(tmp_path / "again"), log=lambda *a: None)
+    fm, fm2 = entry["arms"]["fm"], again["datasets"]["m1_yearly"]["arms"]["fm"]
+    assert fm2["final"]["crps"]["values"] == pytest.approx(fm["final"]["crps"]["values"], rel=1e-6)
+    assert fm["curve"]["nfe"] == 1 and fm2["curve"]["nfe"] == 2
+    fresh, reused = fm2["crps_vs_nfe"]["1"]["values"], fm["crps_vs_nfe"]["1"]["values"]
+    assert fresh == pytest.approx(reused, rel=1e-6)
 
 
 @pytest.mark.slow

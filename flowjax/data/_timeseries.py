@@ -147,6 +147,35 @@ class SeriesDataset:
         """Series i without its test points (the only part training ever reads)."""
         return self.values[i][: len(self.values[i]) - self.horizon * self.num_test_windows]
 
+    def holdout(self, min_train: int = 1) -> SeriesDataset:
+        """The validation dataset: every series without its test points, so that its last
+        `num_test_windows * horizon` training points are the test windows (the same protocol
+        one block earlier; no test point is read). Series left with fewer than `min_train`
+        points before those windows are dropped (compare `names` to see which); none left is
+        a ValueError.
+        """
+        need = 2 * self.horizon * self.num_test_windows + max(int(min_train), 1)
+        keep = [i for i, v in enumerate(self.values) if len(v) >= need]
+        if not keep:
+            raise ValueError(
+                f"{self.name}: no series has the {need} points a validation split needs "
+                f"(2 x {self.num_test_windows} test window(s) x horizon {self.horizon} + "
+                f"{max(int(min_train), 1)} training points)"
+            )
+        feats = self.dynamic_features
+        cut = [len(self.train_values(i)) for i in keep]
+        return dataclasses.replace(
+            self,
+            values=tuple(self.train_values(i) for i in keep),
+            names=tuple(self.names[i] for i in keep),
+            starts=None if self.starts is None else tuple(self.starts[i] for i in keep),
+            dynamic_features=(
+                None
+                if feats is None
+                else tuple(feats[i][:c] for i, c in zip(keep, cut, strict=True))
+            ),
+        )
+
     def test_split(self) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
         """(pasts, targets, names) of every test window, series-major then window order.
 
@@ -631,6 +660,10 @@ class SeriesWindows:
         z_last + k (z_last - z_first) / (n_observed - 1) at horizon step k = 1 .. H (0 slope
         for one observed point), so the model forecasts the departure from that classical
         benchmark (Hyndman & Athanasopoulos, "Forecasting: principles and practice", 5.2).
+      holdout: True: the validation split. The windows are those of `ds.holdout(...)` (kept as
+        `self.ds`): the test windows are the last `num_test_windows * horizon` training points
+        of each series and training ends before them, so settings chosen on it never saw a
+        test point. Series too short for a training window then are dropped (`self.dropped`).
     """
 
     def __init__(
@@ -644,6 +677,7 @@ class SeriesWindows:
         min_observed: int = 4,
         min_scale: float = 1e-10,
         loc: str | None = None,
+        holdout: bool = False,
     ):
         if isinstance(context_length, bool) or not isinstance(context_length, (int, np.integer)):
             raise ValueError(f"context_length must be a positive int; got {context_length!r}")
@@ -655,9 +689,15 @@ class SeriesWindows:
         bad = sorted(set(features) - set(FEATURES))
         if bad:
             raise ValueError(f"unknown window feature(s) {bad}; valid: {list(FEATURES)}")
-        self.ds = ds
         self.context_length = int(context_length)
         self.pad = bool(pad)
+        self.holdout = bool(holdout)
+        self.dropped: tuple[str, ...] = ()
+        if self.holdout:
+            full = ds
+            ds = ds.holdout(ds.horizon + (min_past if self.pad else self.context_length))
+            self.dropped = tuple(n for n in full.names if n not in set(ds.names))
+        self.ds = ds
         feats = [f for f in FEATURES if f in features or (f == "observed" and pad)]
         if ds.season == 1 and "phase" in feats:
             feats.remove("phase")
@@ -831,6 +871,7 @@ def open_series(
     features: Sequence[str] = ("log_scale",),
     min_observed: int = 4,
     loc: str | None = None,
+    holdout: bool = False,
 ) -> WindowSource:
     """`DatasetSpec.make_source` of a registered series dataset (see `SeriesWindows`).
 
@@ -846,5 +887,6 @@ def open_series(
         features=features,
         min_observed=min_observed,
         loc=loc,
+        holdout=holdout,
     )
     return WindowSource(name, windows, split)

@@ -8,7 +8,8 @@ every other study is written once, here:
 
 - statistics (`mean_ci`, `paired_log_ratio`, `paired_difference`, `ratio_to`,
   `steps_to_threshold`, `censored_log_ratio`, `verdict`), pure functions of recorded numbers;
-- config checks (`names`, `check_positive`), `eval_steps`, `machine_info`;
+- config checks (`names`, `check_positive`), per-dataset settings (`dataset_config`,
+  `merge_config`), `eval_steps`, `machine_info`;
 - models through `fj.models.build_model` (`build_network`), batches of several seeds from the
   trainer's pipeline (`BatchStream`), and training of every seed at once through the
   library's one train step (`SeedTrainer`, `fj.train.step.make_update` under `jax.vmap`);
@@ -64,8 +65,10 @@ from flowjax.studies._core import Network as Network
 from flowjax.studies._core import SeedTrainer as SeedTrainer
 from flowjax.studies._core import build_network as build_network
 from flowjax.studies._core import check_positive as check_positive
+from flowjax.studies._core import dataset_config as dataset_config
 from flowjax.studies._core import eval_steps as eval_steps
 from flowjax.studies._core import machine_info as machine_info
+from flowjax.studies._core import merge_config as merge_config
 from flowjax.studies._core import names as names
 from flowjax.studies._core import unstack as unstack
 from flowjax.studies._fused import ArmTrainer as ArmTrainer

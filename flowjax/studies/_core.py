@@ -24,8 +24,10 @@ __all__ = [
     "SeedTrainer",
     "build_network",
     "check_positive",
+    "dataset_config",
     "eval_steps",
     "machine_info",
+    "merge_config",
     "names",
     "unstack",
 ]
@@ -54,6 +56,45 @@ def check_positive(config, *fields: str) -> None:
             value = value[part]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"config.{field}: a positive int, got {value!r}")
+
+
+def merge_config(cfg, over, where: str, free: Sequence[str] = (), _path: str = "") -> None:
+    """Overwrites fields of ConfigDict `cfg` by the (nested) mapping `over`, in place, leaving
+    the fields `over` does not name. A field `cfg` lacks is a one-line ValueError naming
+    `where` (a typo never silently does nothing), except under a free-form mapping: a field
+    named `overrides` or ending in `_kwargs`, or one of `free` (dotted paths below `cfg`)."""
+    import ml_collections
+
+    over = over.to_dict() if hasattr(over, "to_dict") else dict(over)
+    is_free = _path.split(".")[-1] == "overrides" or _path.endswith("_kwargs") or _path in free
+    for key, value in over.items():
+        if key not in cfg and not is_free:
+            raise ValueError(f"{where}.{key}: unknown field; valid: {sorted(cfg.keys())}")
+        sub = f"{_path}.{key}" if _path else key
+        if isinstance(value, dict) and key in cfg and hasattr(cfg[key], "keys"):
+            merge_config(cfg[key], value, f"{where}.{key}", free, sub)
+        else:
+            with cfg.unlocked():
+                cfg[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def dataset_config(
+    config, dataset: str, field: str = "overrides", valid: Sequence[str] = (), free=()
+):
+    """A copy of `config` with `config.<field>[dataset]` merged in (`merge_config`; `free`:
+    its free-form mappings): the one way a study changes its settings per dataset (sizes,
+    network, sampler). `valid`: the dataset names `config.<field>` may name (checked when
+    given)."""
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    table = config.get(field, None) or {}
+    unknown = sorted(set(table) - set(valid)) if valid else []
+    if unknown:
+        raise ValueError(f"config.{field}: unknown dataset(s) {unknown}; valid: {sorted(valid)}")
+    if dataset in table:
+        merge_config(cfg, table[dataset], f"config.{field}.{dataset}", free)
+    return cfg
 
 
 def eval_steps(steps_per_dispatch: int, num_steps: int, num_evals: int) -> list[int]:

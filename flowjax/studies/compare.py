@@ -192,27 +192,13 @@ def estimate_sigma_data(dataset: str, data_dir: str = "", n: int = 10_000, **kwa
     return float(f"{float(np.sqrt(np.mean((x - x.mean(axis=0)) ** 2))):.3g}")
 
 
-def _merge(cfg, over, where: str) -> None:
-    """Overwrites fields of ConfigDict `cfg` by the (nested) mapping `over`, in place; a field
-    `cfg` lacks is an error, except under a free-form mapping (model.overrides, *_kwargs)."""
-    over = over.to_dict() if hasattr(over, "to_dict") else dict(over)
-    for key, value in over.items():
-        free = where.endswith(".overrides") or where.endswith("_kwargs")
-        if key not in cfg and not free:
-            raise ValueError(f"{where}.{key}: unknown field; valid: {sorted(cfg.keys())}")
-        if isinstance(value, dict) and key in cfg and hasattr(cfg[key], "keys"):
-            _merge(cfg[key], value, f"{where}.{key}")
-        else:
-            cfg[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
-
-
 def base_for(config, dataset: str) -> ml_collections.ConfigDict:
     """config.base with the dataset's overrides (config.base_by_dataset[dataset]) applied: the
     training config every arm shares on that dataset."""
     cfg = ml_collections.ConfigDict(config.base.to_dict())
     over = config.get("base_by_dataset", None)
     if over is not None and dataset in over:
-        _merge(cfg, over[dataset], f"config.base_by_dataset.{dataset}")
+        studies.merge_config(cfg, over[dataset], f"config.base_by_dataset.{dataset}")
     return cfg
 
 
@@ -439,16 +425,12 @@ def _eval_draw(config, arm_name: str, dataset: str = "") -> Draw:
     """The sampler of the training curves: config.eval.sampler at eval.nfe (per dataset:
     eval.by_dataset[dataset].sampler / .nfe; per arm: eval.arm_samplers)."""
     ev = config.eval
-    own = ev.get("by_dataset", None)
-    own = own.get(dataset, None) if own is not None else None
-    own = dict(own.to_dict() if hasattr(own, "to_dict") else (own or {}))
-    unknown = sorted(set(own) - {"sampler", "nfe"})
-    if unknown:
-        raise ValueError(
-            f"config.eval.by_dataset.{dataset}: unknown field(s) {unknown}; valid: nfe, sampler"
-        )
-    name = str(ev.get("arm_samplers", {}).get(arm_name, "") or own.get("sampler", ev.sampler))
-    nfe = int(own.get("nfe", ev.nfe))
+    own = ml_collections.ConfigDict(dict(sampler=ev.sampler, nfe=ev.nfe))
+    table = ev.get("by_dataset", None) or {}
+    if dataset in table:
+        studies.merge_config(own, table[dataset], f"config.eval.by_dataset.{dataset}")
+    name = str(ev.get("arm_samplers", {}).get(arm_name, "") or own.sampler)
+    nfe = int(own.nfe)
     return spec_draw(name, nfe, t_eps=float(ev.t_eps), sweep=config.sweep)
 
 

@@ -402,12 +402,9 @@ def _flowmap_verdicts(fm):
 
 
 def dataset_config(config, name: str):
-    """The config with `config.overrides[name]` (if any) applied: per-dataset sizes."""
-    cfg = config.copy_and_resolve_references()
-    over = config.get("overrides", {}).get(name)
-    if over:
-        with cfg.unlocked():
-            cfg.update(over)
+    """The config with `config.overrides[name]` (if any) applied: per-dataset sizes (an
+    unknown field is an error; `model` holds free-form network sizes)."""
+    cfg = studies.dataset_config(config, name, free=("model",))
     cfg.thresholds = config.thresholds
     return cfg
 

@@ -243,12 +243,7 @@ def _to_forecasts(samples_scaled, test, n, s):
 def dataset_config(config, name: str):
     """`config` with `config.overrides[name]` (if any) merged in: per-dataset sizes, e.g.
     fewer training steps on a long-context series."""
-    cfg = config.copy_and_resolve_references()
-    over = config.get("overrides", {}).get(name)
-    if over:
-        with cfg.unlocked():
-            cfg.update(over.to_dict() if hasattr(over, "to_dict") else dict(over))
-    return cfg
+    return studies.dataset_config(config, name, valid=tuple(fj.data.SERIES))
 
 
 def run(config, workdir: str, *, log: Callable = print, command: str | None = None) -> dict:
@@ -259,24 +254,24 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
     record = studies.Record("forecast", config_all, seeds, command)
     data_dir = config_all.data_dir or None
     names = studies.names(config_all.datasets, "datasets")
-    unknown = sorted(set(config_all.get("overrides", {})) - set(fj.data.SERIES))
-    if unknown:
-        raise ValueError(f"config.overrides: unknown dataset(s) {unknown}")
     for dataset in names:
         config = dataset_config(config_all, dataset)
         arms, baselines, nfe_grid = _check(config)
         info = fj.data.SERIES.get(dataset)
         if info is None:
             raise ValueError(f"unknown dataset {dataset!r}; valid: {sorted(fj.data.SERIES)}")
-        ds = fj.data.load_series(dataset, data_dir=data_dir)
         win_kw = dict(
             context_length=int(config.context_length or info.context_length),
             pad=dataset == "m1_yearly",
             features=tuple(studies.names(config.features, "features")),
             min_observed=int(config.get("min_observed", 4)),
             loc=config.get("loc") or None,
+            holdout=bool(config.get("validation", False)),
         )
-        windows = SeriesWindows(ds, **win_kw)
+        windows = SeriesWindows(fj.data.load_series(dataset, data_dir=data_dir), **win_kw)
+        ds = windows.ds  # the validation dataset under config.validation
+        if windows.dropped:
+            log(f"[{dataset}] validation split: {len(windows.dropped)} series too short, dropped")
         test = windows.windows("test")
         pasts, target, series_names = ds.test_split()
         target_out = target[..., 0] if ds.num_channels == 1 else target
@@ -308,6 +303,8 @@ def run(config, workdir: str, *, log: Callable = print, command: str | None = No
             "horizon": ds.horizon,
             "context_shape": list(windows.context_shape),
             "num_train_windows": windows.num_windows("train"),
+            "split": "validation" if windows.holdout else "test",
+            "dropped_series": len(windows.dropped),
             "arms": {},
             "ensembles": {},
             "baselines": {},
@@ -721,6 +718,13 @@ def _render(r: dict) -> str:
             f"windows; {d['num_seeds']} seeds.",
             "",
         ]
+        if d.get("split") == "validation":
+            lines += [
+                "**Validation split** (config.validation): the test windows are each series' "
+                "last training points, one protocol block before the real test windows, which "
+                f"are never read; {d['dropped_series']} series too short for it dropped.",
+                "",
+            ]
         metrics = [m for m in METRICS if any(m in a["final"] for a in d["arms"].values())]
         rows = [
             [
