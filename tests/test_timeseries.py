@@ -591,7 +591,7 @@ def test_dataset_overrides_change_only_their_dataset():
     def sizes(cfg):
         return cfg.train.num_steps, cfg.train.steps_per_dispatch, cfg.flowmap.num_steps
 
-    assert sizes(el) == (400, 50, 400) and sizes(m1) == (300, 100, 500)
+    assert sizes(el) == (400, 50, 400) and sizes(m1) == (300, 100, 400)
     assert el.train.batch_size == m1.train.batch_size == c.train.batch_size == 64
     assert c.train.num_steps == 1000  # the base config is left alone
     # A misspelt field is an error naming it, not a silent no-op (the shared merge).
@@ -637,14 +637,26 @@ def test_forecast_study_writes_schema_and_recomputable_npz(tmp_path):
         0.2093, abs=1e-4
     )  # the seasonal-naive figure of the published M1 tables
     # Reproducible from the seeds, and the NFE-1 column reused from the training curve's last
-    # point equals a fresh draw: a rerun whose curve uses 2 steps draws NFE 1 anew.
-    c.eval.curve_nfe = 2
+    # point equals a fresh draw: a rerun whose curve uses 2 steps draws NFE 1 anew. The rerun
+    # adds the flow-map arm (fm is trained first, so its numbers cannot change).
+    c.eval.curve_nfe, c.arms, c.flowmap.num_steps = 2, "fm,diffusion_v,flowmap", 10
     again = forecast.run(c, str(tmp_path / "again"), log=lambda *a: None)
-    fm, fm2 = entry["arms"]["fm"], again["datasets"]["m1_yearly"]["arms"]["fm"]
+    arms2 = again["datasets"]["m1_yearly"]["arms"]
+    fm, fm2 = entry["arms"]["fm"], arms2["fm"]
     assert fm2["final"]["crps"]["values"] == pytest.approx(fm["final"]["crps"]["values"], rel=1e-6)
     assert fm["curve"]["nfe"] == 1 and fm2["curve"]["nfe"] == 2
     fresh, reused = fm2["crps_vs_nfe"]["1"]["values"], fm["crps_vs_nfe"]["1"]["values"]
     assert fresh == pytest.approx(reused, rel=1e-6)
+    # The flow map's teacher is fm seed 0 on the same noise; its forecasts recompute.
+    fmap = arms2["flowmap_1"]
+    assert fmap["teacher_crps"] == pytest.approx(fm["final"]["crps"]["values"][0], rel=1e-9)
+    ratio = fmap["final"]["crps"]["values"][0] / fmap["teacher_crps"]
+    assert fmap["teacher_ratio"]["ratio"] == pytest.approx(ratio, rel=1e-9)
+    for arm, final in (("flowmap", fmap["final"]), ("diffusion_v", arms2["diffusion_v"]["final"])):
+        npz = np.load(tmp_path / "again" / "m1_yearly" / f"forecasts_{arm}.npz")
+        again_crps = fj.metrics.forecast_metrics(npz["samples"], npz["target"], pasts, season=1)
+        assert again_crps["crps"] == pytest.approx(final["crps"]["mean"], rel=1e-9)
+    assert arms2["diffusion_v"]["fixed_solver"] == "euler"  # an ODE velocity, like fm
 
 
 @pytest.mark.slow
