@@ -38,7 +38,8 @@ reports (2 seeds, fm arm), which a reader should discount:
     (+19 CPU s; neither taken, for the time budget).
   * Flow map: M1's lr on the test windows, its steps and El Nino's lr on validation (see
     `c.flowmap` and `overrides`); EMD instead of LMD on El Nino's validation split: 1.47x
-    (lr 1e-2) and 1.69x (2e-3) the teacher at 1 jump, against LMD's 1.09x, and no faster.
+    (lr 1e-2) and 1.69x (2e-3) the teacher at 1 jump, against LMD's 1.09x, and no faster;
+    LMD with batch 32 (half the distillation cost): 1.135x, rejected.
 
 Runtime (measured 2026-12-06 22:06 UTC, `/usr/bin/time -v python -m experiments.forecast
 --workdir=/work/runs/fc_s7c`, 2 CPU cores, load average 1.0 at the start, nothing else
